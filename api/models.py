@@ -1,0 +1,222 @@
+"""The object model netmaster serves and every front end sends: pydantic v2.
+
+Field names follow Contiv's REST objects (``tenantName``, ``networkName``,
+``encap``, ``pktTag``, ``subnet``, ``gateway``) so Contiv users' payloads work.
+Validation happens here, at the edge: a model that constructs is well formed;
+whether it fits the current state (parents exist, tags free) is netmaster's job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Object names: what Contiv accepted, and safe inside store keys and URLs.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+#: Container ids from runtimes are hex or uuid-like; interface names follow Linux.
+CONTAINER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+IFNAME_PATTERN = r"^[A-Za-z0-9_.-]{1,15}$"
+
+_SUBNET_RE = re.compile(r"^(?:(?P<start>[0-9.]+)-(?P<end>[0-9.]+)|(?P<net>[0-9.]+))/(?P<len>\d+)$")
+
+VLAN_RANGE = (1, 4094)
+VXLAN_RANGE = (1, 16777215)
+
+
+class Encap(StrEnum):
+    VLAN = "vlan"
+    VXLAN = "vxlan"
+
+
+class NetworkType(StrEnum):
+    DATA = "data"
+    INFRA = "infra"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Tenant(_Model):
+    tenantName: Name
+
+
+class Subnet:
+    """A parsed ``subnet`` field: a network, and the address range to hand out.
+
+    Accepts ``10.1.1.0/24`` and Contiv's ``10.1.1.10-10.1.1.200/24``.
+    """
+
+    __slots__ = ("network", "first", "last")
+
+    def __init__(self, text: str) -> None:
+        match = _SUBNET_RE.match(text.strip())
+        if match is None:
+            raise ValueError(
+                "expected a CIDR such as 10.1.1.0/24 or a range such as "
+                "10.1.1.10-10.1.1.200/24"
+            )
+        prefix = int(match["len"])
+        if not 8 <= prefix <= 30:
+            raise ValueError("prefix length must be between /8 and /30")
+        anchor = match["net"] or match["start"]
+        self.network = ipaddress.IPv4Network(f"{anchor}/{prefix}", strict=False)
+        if match["net"] and self.network.network_address != ipaddress.IPv4Address(
+            match["net"]
+        ):
+            raise ValueError(
+                f"{match['net']} has host bits set; use {self.network.with_prefixlen}"
+            )
+        usable_first = self.network.network_address + 1
+        usable_last = self.network.broadcast_address - 1
+        if match["start"]:
+            self.first = ipaddress.IPv4Address(match["start"])
+            self.last = ipaddress.IPv4Address(match["end"])
+            if not (usable_first <= self.first <= self.last <= usable_last):
+                raise ValueError(
+                    f"range must lie inside {usable_first}-{usable_last} and start "
+                    "before it ends"
+                )
+        else:
+            self.first, self.last = usable_first, usable_last
+
+    def offset(self, address: ipaddress.IPv4Address) -> int:
+        return int(address) - int(self.network.network_address)
+
+    def address(self, offset: int) -> ipaddress.IPv4Address:
+        return self.network.network_address + offset
+
+
+class Network(_Model):
+    tenantName: Name
+    networkName: Name
+    encap: Encap = Encap.VXLAN
+    #: VLAN id or VNI; 0 or absent asks netmaster to allocate one.
+    pktTag: int = Field(default=0, ge=0)
+    subnet: str
+    gateway: str = ""
+    nwType: NetworkType = NetworkType.DATA
+
+    @field_validator("subnet")
+    @classmethod
+    def _check_subnet(cls, value: str) -> str:
+        Subnet(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        low, high = VLAN_RANGE if self.encap is Encap.VLAN else VXLAN_RANGE
+        if self.pktTag and not low <= self.pktTag <= high:
+            raise ValueError(
+                f"pktTag {self.pktTag} is outside the {self.encap} range {low}-{high}"
+            )
+        if self.gateway:
+            subnet = Subnet(self.subnet)
+            try:
+                gateway = ipaddress.IPv4Address(self.gateway)
+            except ValueError as exc:
+                raise ValueError(f"gateway {self.gateway!r} is not an IPv4 address") from exc
+            if gateway not in subnet.network or gateway in (
+                subnet.network.network_address,
+                subnet.network.broadcast_address,
+            ):
+                raise ValueError(
+                    f"gateway {self.gateway} must be a host address of {subnet.network}"
+                )
+        return self
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenantName}:{self.networkName}"
+
+    def parsed_subnet(self) -> Subnet:
+        return Subnet(self.subnet)
+
+
+class NetworkOper(_Model):
+    """Runtime state netmaster adds to a network."""
+
+    pktTag: int
+    allocatedAddressesCount: int
+    availableAddressesCount: int
+
+
+class EndpointRequest(_Model):
+    """What an agent asks netmaster for when a container joins a network."""
+
+    tenantName: Name = "default"
+    networkName: Name
+    containerID: Annotated[str, Field(pattern=CONTAINER_ID_PATTERN)]
+    ifname: Annotated[str, Field(pattern=IFNAME_PATTERN)] = "eth0"
+    host: Name
+    #: A specific address to reserve; absent means the lowest free one.
+    ipAddress: str = ""
+
+    @field_validator("ipAddress")
+    @classmethod
+    def _check_ip(cls, value: str) -> str:
+        if value:
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not an IPv4 address") from exc
+        return value
+
+    @property
+    def endpoint_id(self) -> str:
+        return endpoint_id(self.containerID, self.ifname)
+
+
+def endpoint_id(container_id: str, ifname: str) -> str:
+    """Endpoints are keyed by container and interface, so a retried ADD is stable."""
+    return f"{container_id}:{ifname}"
+
+
+class Endpoint(_Model):
+    endpointID: str
+    tenantName: Name
+    networkName: Name
+    containerID: str
+    ifname: str
+    host: Name
+    ipAddress: str
+    prefixLen: int
+    gateway: str
+    macAddress: str
+    encap: Encap
+    pktTag: int
+
+
+class Host(_Model):
+    """An agent's host: where tunnels end and which uplink it trunks VLANs on."""
+
+    hostName: Name
+    vtepIP: str
+
+    @field_validator("vtepIP")
+    @classmethod
+    def _check_vtep(cls, value: str) -> str:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IPv4 address") from exc
+        return value
+
+
+def mac_for(address: ipaddress.IPv4Address) -> str:
+    """The MAC netmaster gives an endpoint: locally administered, from its IP.
+
+    Two networks may reuse an address (other tenants), but their traffic never
+    shares a forwarding domain, so the MAC only has to be unique per network.
+    """
+    return "02:02:" + ":".join(f"{b:02x}" for b in address.packed)
+
+
+#: Every object kind the desired-state stream carries, by store prefix.
+STREAM_KINDS = {"networks": Network, "endpoints": Endpoint, "hosts": Host}
