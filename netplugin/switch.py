@@ -14,7 +14,8 @@ from pathlib import Path
 
 from netplugin.config import AgentConfig, Datapath
 from netplugin.pipeline import cookie as cookies
-from ovsdb_client import OVSDBClient, vswitch
+from ovsdb_client import OVSDBClient
+from ovsdb_client.vswitch import VSwitch
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def tunnel_port_name(remote_ip: str) -> str:
 
 class HostSwitch:
     def __init__(self, client: OVSDBClient, config: AgentConfig, datapath: Datapath) -> None:
-        self.client = client
+        self.vs = VSwitch(client)
         self.config = config
         self.datapath = datapath
         self.bridge = config.bridge
@@ -49,19 +50,15 @@ class HostSwitch:
 
     async def setup_bridge(self) -> int:
         """Create or adopt the integration bridge; return this run's round."""
-        await vswitch.ensure_bridge(
-            self.client,
-            self.bridge,
+        await self.vs.ensure_bridge(self.bridge,
             datapath_type=str(self.datapath),
             fail_mode="secure",
             protocols=["OpenFlow13"],
         )
-        ids = await vswitch.get_bridge_external_ids(self.client, self.bridge)
+        ids = await self.vs.get_bridge_external_ids(self.bridge)
         previous = ids.get(ROUND_KEY, "0")
         round_ = cookies.next_round(int(previous) if previous.isdigit() else 0)
-        await vswitch.set_bridge_external_ids(
-            self.client, self.bridge, {**ids, ROUND_KEY: str(round_)}
-        )
+        await self.vs.set_bridge_external_ids(self.bridge, {ROUND_KEY: str(round_)})
         log.info(
             "bridge ready bridge=%s datapath=%s round=%d previous_round=%s",
             self.bridge,
@@ -75,21 +72,18 @@ class HostSwitch:
         """Userspace only: put the underlay NIC on its own bridge; return its name."""
         if self.datapath is not Datapath.USERSPACE or not self.config.underlay_if:
             return None
-        await vswitch.ensure_bridge(
-            self.client,
-            self.underlay_bridge,
+        await self.vs.ensure_bridge(self.underlay_bridge,
             datapath_type=str(self.datapath),
             fail_mode="standalone",
         )
-        await vswitch.add_port(self.client, self.underlay_bridge, self.config.underlay_if)
+        await self.vs.add_port(self.underlay_bridge, self.config.underlay_if)
         return self.underlay_bridge
 
     async def setup_uplink(self) -> int | None:
         if not self.config.vlan_uplink:
             return None
-        await vswitch.add_port(self.client, self.bridge, self.config.vlan_uplink)
-        ofport = await vswitch.get_ofport(
-            self.client, self.config.vlan_uplink, OFPORT_TIMEOUT_S
+        await self.vs.add_port(self.bridge, self.config.vlan_uplink)
+        ofport = await self.vs.get_ofport(self.config.vlan_uplink, OFPORT_TIMEOUT_S
         )
         log.info("vlan uplink ready port=%s ofport=%d", self.config.vlan_uplink, ofport)
         return ofport
@@ -99,31 +93,29 @@ class HostSwitch:
         options = {"remote_ip": remote_ip, "key": "flow"}
         if self.config.vtep_ip:
             options["local_ip"] = self.config.vtep_ip
-        await vswitch.add_port(
-            self.client, self.bridge, name, iface_type="vxlan", options=options
+        await self.vs.add_port(self.bridge, name, iface_type="vxlan", options=options
         )
-        ofport = await vswitch.get_ofport(self.client, name, OFPORT_TIMEOUT_S)
+        ofport = await self.vs.get_ofport(name, OFPORT_TIMEOUT_S)
         log.info("tunnel ready port=%s remote_ip=%s ofport=%d", name, remote_ip, ofport)
         return ofport
 
     async def remove_tunnel(self, remote_ip: str) -> None:
         name = tunnel_port_name(remote_ip)
-        await vswitch.delete_port(self.client, self.bridge, name, if_exists=True)
+        await self.vs.delete_port(self.bridge, name, if_exists=True)
         log.info("tunnel removed port=%s remote_ip=%s", name, remote_ip)
 
     async def add_endpoint_port(self, host_if: str, endpoint_id: str) -> int:
-        await vswitch.add_port(
-            self.client, self.bridge, host_if, external_ids={ENDPOINT_KEY: endpoint_id}
+        await self.vs.add_port(self.bridge, host_if, external_ids={ENDPOINT_KEY: endpoint_id}
         )
-        return await vswitch.get_ofport(self.client, host_if, OFPORT_TIMEOUT_S)
+        return await self.vs.get_ofport(host_if, OFPORT_TIMEOUT_S)
 
     async def delete_endpoint_port(self, host_if: str) -> None:
-        await vswitch.delete_port(self.client, self.bridge, host_if, if_exists=True)
+        await self.vs.delete_port(self.bridge, host_if, if_exists=True)
 
     async def endpoint_ports(self) -> dict[str, tuple[str, int]]:
         """Endpoint id -> (port name, ofport) for the endpoint ports on the bridge."""
         found: dict[str, tuple[str, int]] = {}
-        for port in await vswitch.list_ports(self.client, self.bridge):
+        for port in await self.vs.list_ports(self.bridge):
             endpoint_id = port.external_ids.get(ENDPOINT_KEY)
             if endpoint_id and port.ofport and port.ofport > 0:
                 found[endpoint_id] = (port.name, port.ofport)
