@@ -78,10 +78,8 @@ class Agent:
                 await underlay.move_vtep(cfg.underlay_if, phy, cfg.vtep_ip)
             uplink = await self.switch.setup_uplink()
 
-            channel = OFChannel()
-            await channel.connect(
-                f"unix:{cfg.ovs_rundir}/{cfg.bridge}.mgmt", CONNECT_TIMEOUT_S
-            )
+            channel = OFChannel(f"unix:{cfg.ovs_rundir}/{cfg.bridge}.mgmt")
+            await channel.connect()
             stack.push_async_callback(channel.close)
             self._sync = FlowSync(
                 channel, self.switch, PIPELINE, cfg.host_name, round_, uplink
@@ -134,7 +132,9 @@ class Agent:
                 await self._collect_orphans()
             self.synced.set()
         elif kind in ("put", "delete"):
-            await self.sync.apply_event(message["kind"], message["name"], message["object"])
+            await self.sync.apply_event(
+                message["kind"], message["name"], message["object"]
+            )
         return int(message.get("revision", revision))
 
     async def _collect_orphans(self) -> None:
@@ -176,7 +176,9 @@ class Agent:
             )
             async with self._cni_lock:
                 host_if = await interfaces.create(endpoint.endpointID, spec)
-                ofport = await self.switch.add_endpoint_port(host_if, endpoint.endpointID)
+                ofport = await self.switch.add_endpoint_port(
+                    host_if, endpoint.endpointID
+                )
                 await self.sync.local_port_up(endpoint, ofport)
         except BaseException:
             # Nothing half-made survives a failed ADD: no veth, port or address.

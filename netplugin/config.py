@@ -75,7 +75,9 @@ def load(argv: list[str] | None = None) -> AgentConfig:
     try:
         datapath = Datapath(args.datapath)
     except ValueError:
-        raise ConfigError("--datapath", args.datapath, "auto, system or netdev") from None
+        raise ConfigError(
+            "--datapath", args.datapath, "auto, system or netdev"
+        ) from None
     if not args.netmaster.startswith(("http://", "https://")):
         raise ConfigError("--netmaster", args.netmaster, "a URL like http://host:9999")
     if not args.ovsdb.startswith(("unix:", "tcp:")):

@@ -34,7 +34,9 @@ class FlowChannel(Protocol):
 
     async def send_batch(self, msgs: Sequence[Any], timeout_s: float = ...) -> None: ...
 
-    async def request_multipart(self, msg: Any, timeout_s: float = ...) -> list[Any]: ...
+    async def request_multipart(
+        self, msg: Any, timeout_s: float = ...
+    ) -> list[Any]: ...
 
 
 class TunnelPorts(Protocol):
@@ -79,7 +81,9 @@ class FlowSync:
 
     async def _remove(self, feature: Feature, key: str) -> None:
         obj = self._ids.get(feature, key)
-        msg = Pipeline.delete_by_cookie(int(feature) << cookies.FEATURE_SHIFT | obj, OBJECT_COOKIE_MASK)
+        msg = Pipeline.delete_by_cookie(
+            int(feature) << cookies.FEATURE_SHIFT | obj, OBJECT_COOKIE_MASK
+        )
         await self.channel.send_batch([msg], BARRIER_TIMEOUT_S)
 
     def _network_flows(self, network: Network) -> list[Flow]:
@@ -156,17 +160,19 @@ class FlowSync:
         if stale:
             await self.channel.send_batch(
                 [
-                    Pipeline.delete_by_cookie(r << cookies.ROUND_SHIFT, cookies.ROUND_MASK)
+                    Pipeline.delete_by_cookie(
+                        r << cookies.ROUND_SHIFT, cookies.ROUND_MASK
+                    )
                     for r in sorted(stale)
                 ],
                 BARRIER_TIMEOUT_S,
             )
-            log.info("stale rounds removed rounds=%s current=%d", sorted(stale), self.round)
+            log.info(
+                "stale rounds removed rounds=%s current=%d", sorted(stale), self.round
+            )
 
     async def _sync_tunnels(self) -> None:
-        wanted = {
-            h.vtepIP for h in self.hosts.values() if h.hostName != self.host_name
-        }
+        wanted = {h.vtepIP for h in self.hosts.values() if h.hostName != self.host_name}
         for remote_ip in sorted(wanted - set(self.tunnel_ports)):
             self.tunnel_ports[remote_ip] = await self.tunnels.ensure_tunnel(remote_ip)
         for remote_ip in sorted(set(self.tunnel_ports) - wanted):
@@ -175,11 +181,17 @@ class FlowSync:
 
     # -- incremental changes ----------------------------------------------------
 
-    async def apply_event(self, kind: str, name: str, obj: dict[str, Any] | None) -> None:
+    async def apply_event(
+        self, kind: str, name: str, obj: dict[str, Any] | None
+    ) -> None:
         if kind == "networks":
-            await self._network_changed(name, Network.model_validate(obj) if obj else None)
+            await self._network_changed(
+                name, Network.model_validate(obj) if obj else None
+            )
         elif kind == "endpoints":
-            await self.endpoint_changed(name, Endpoint.model_validate(obj) if obj else None)
+            await self.endpoint_changed(
+                name, Endpoint.model_validate(obj) if obj else None
+            )
         elif kind == "hosts":
             await self._host_changed(name, Host.model_validate(obj) if obj else None)
 
@@ -192,7 +204,9 @@ class FlowSync:
             self.networks[key] = network
             await self._install(self._network_flows(network))
 
-    async def endpoint_changed(self, endpoint_id: str, endpoint: Endpoint | None) -> None:
+    async def endpoint_changed(
+        self, endpoint_id: str, endpoint: Endpoint | None
+    ) -> None:
         old = self.endpoints.pop(endpoint_id, None)
         if old is not None and old != endpoint:
             await self._remove(self._endpoint_feature(old, self.host_name), endpoint_id)

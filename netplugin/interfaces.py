@@ -9,16 +9,26 @@ pyroute2's asyncio client; failures become NetlinkError naming the step.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import hashlib
 import logging
+import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from pyroute2 import AsyncIPRoute
+from pyroute2 import AsyncIPRoute, IPRoute
 from pyroute2.netlink.exceptions import NetlinkError as PyrouteNetlinkError
 
 from api.errors import NetlinkError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 ETHTOOL_TIMEOUT_S = 10.0
 
@@ -59,7 +69,8 @@ async def create(endpoint_id: str, spec: ContainerIface) -> str:
             if await _lookup(ipr, host) is None:
                 await ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer})
             index = await _lookup(ipr, host)
-            assert index is not None
+            if index is None:
+                raise NetlinkError(f"find {host}", errno.ENODEV, "veth vanished")
             await ipr.link("set", index=index, mtu=spec.mtu, state="up")
             peer_index = await _lookup(ipr, peer)
             if peer_index is not None:
@@ -81,36 +92,88 @@ async def create(endpoint_id: str, spec: ContainerIface) -> str:
     return host
 
 
-async def _configure_peer(peer: str, spec: ContainerIface) -> None:
-    async with AsyncIPRoute(netns=spec.netns) as ipr:
-        index = await _lookup(ipr, peer)
-        if index is None:
-            index = await _lookup(ipr, spec.ifname)
-            if index is None:
-                raise NetlinkError(
-                    f"find {spec.ifname} in {spec.netns}", 19, "interface missing"
-                )
+def _in_netns(netns: str, work: Callable[[], T]) -> T:
+    """Run ``work`` on this thread while it is switched into ``netns``.
+
+    setns(2) on one thread moves only that thread; netlink sockets opened there
+    stay bound to the container's namespace. This replaces pyroute2's netns
+    support, which forks a helper process: a fork of the asyncio agent shares
+    its signal wake-up socket, and the child's signals cancelled the agent.
+    """
+    with open("/proc/thread-self/ns/net", "rb") as home, open(netns, "rb") as target:
+        if _LIBC.setns(target.fileno(), CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise NetlinkError(f"enter {netns}", err, os.strerror(err))
+        try:
+            return work()
+        finally:
+            if _LIBC.setns(home.fileno(), CLONE_NEWNET) != 0:
+                # A thread stuck in a container's namespace must not serve
+                # anyone else: end the process rather than misroute netlink.
+                os.abort()
+
+
+async def in_netns(netns: str, work: Callable[[], T]) -> T:
+    """``_in_netns`` on a fresh thread, so no pooled thread ever changes namespace."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def runner() -> None:
+        try:
+            result = _in_netns(netns, work)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(_settle, future, None, exc)
         else:
-            existing = await _lookup(ipr, spec.ifname)
-            if existing is not None:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threading.Thread(target=runner, name="netns-worker", daemon=True).start()
+    return await future
+
+
+def _settle(
+    future: asyncio.Future[T], result: T | None, exc: BaseException | None
+) -> None:
+    if future.cancelled():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
+
+
+async def _configure_peer(peer: str, spec: ContainerIface) -> None:
+    await in_netns(spec.netns, lambda: _configure_peer_here(peer, spec))
+
+
+def _configure_peer_here(peer: str, spec: ContainerIface) -> None:
+    """Inside the container's namespace: name, MAC, MTU, address, up, route."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=peer)
+        if found:
+            if ipr.link_lookup(ifname=spec.ifname):
                 raise NetlinkError(
                     f"rename to {spec.ifname}",
-                    17,
+                    errno.EEXIST,
                     f"{spec.netns} already has an interface {spec.ifname}",
                 )
-            await ipr.link("set", index=index, ifname=spec.ifname)
-        await ipr.link("set", index=index, address=spec.mac, mtu=spec.mtu)
-        addresses = [
-            a.get("IFA_ADDRESS") async for a in await ipr.addr("dump", index=index)
-        ]
+            index = found[0]
+            ipr.link("set", index=index, ifname=spec.ifname)
+        else:
+            found = ipr.link_lookup(ifname=spec.ifname)
+            if not found:
+                raise NetlinkError(
+                    f"find {spec.ifname} in {spec.netns}", errno.ENODEV, "missing"
+                )
+            index = found[0]
+        ipr.link("set", index=index, address=spec.mac, mtu=spec.mtu)
+        addresses = [a.get("IFA_ADDRESS") for a in ipr.addr("dump", index=index)]
         if spec.ip not in addresses:
-            await ipr.addr("add", index=index, address=spec.ip, prefixlen=spec.prefix_len)
-        await ipr.link("set", index=index, state="up")
-        loopback = await _lookup(ipr, "lo")
-        if loopback is not None:
-            await ipr.link("set", index=loopback, state="up")
+            ipr.addr("add", index=index, address=spec.ip, prefixlen=spec.prefix_len)
+        ipr.link("set", index=index, state="up")
+        for loopback in ipr.link_lookup(ifname="lo"):
+            ipr.link("set", index=loopback, state="up")
         if spec.gateway:
-            await ipr.route("replace", dst="0.0.0.0/0", gateway=spec.gateway, oif=index)
+            ipr.route("replace", dst="0.0.0.0/0", gateway=spec.gateway, oif=index)
 
 
 async def _tx_offload_off(netns: str, ifname: str) -> None:

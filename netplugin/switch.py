@@ -38,7 +38,9 @@ def tunnel_port_name(remote_ip: str) -> str:
 
 
 class HostSwitch:
-    def __init__(self, client: OVSDBClient, config: AgentConfig, datapath: Datapath) -> None:
+    def __init__(
+        self, client: OVSDBClient, config: AgentConfig, datapath: Datapath
+    ) -> None:
         self.vs = VSwitch(client)
         self.config = config
         self.datapath = datapath
@@ -50,7 +52,8 @@ class HostSwitch:
 
     async def setup_bridge(self) -> int:
         """Create or adopt the integration bridge; return this run's round."""
-        await self.vs.ensure_bridge(self.bridge,
+        await self.vs.ensure_bridge(
+            self.bridge,
             datapath_type=str(self.datapath),
             fail_mode="secure",
             protocols=["OpenFlow13"],
@@ -72,7 +75,8 @@ class HostSwitch:
         """Userspace only: put the underlay NIC on its own bridge; return its name."""
         if self.datapath is not Datapath.USERSPACE or not self.config.underlay_if:
             return None
-        await self.vs.ensure_bridge(self.underlay_bridge,
+        await self.vs.ensure_bridge(
+            self.underlay_bridge,
             datapath_type=str(self.datapath),
             fail_mode="standalone",
         )
@@ -83,8 +87,7 @@ class HostSwitch:
         if not self.config.vlan_uplink:
             return None
         await self.vs.add_port(self.bridge, self.config.vlan_uplink)
-        ofport = await self.vs.get_ofport(self.config.vlan_uplink, OFPORT_TIMEOUT_S
-        )
+        ofport = await self.vs.get_ofport(self.config.vlan_uplink, OFPORT_TIMEOUT_S)
         log.info("vlan uplink ready port=%s ofport=%d", self.config.vlan_uplink, ofport)
         return ofport
 
@@ -93,8 +96,7 @@ class HostSwitch:
         options = {"remote_ip": remote_ip, "key": "flow"}
         if self.config.vtep_ip:
             options["local_ip"] = self.config.vtep_ip
-        await self.vs.add_port(self.bridge, name, iface_type="vxlan", options=options
-        )
+        await self.vs.add_port(self.bridge, name, iface_type="vxlan", options=options)
         ofport = await self.vs.get_ofport(name, OFPORT_TIMEOUT_S)
         log.info("tunnel ready port=%s remote_ip=%s ofport=%d", name, remote_ip, ofport)
         return ofport
@@ -105,7 +107,8 @@ class HostSwitch:
         log.info("tunnel removed port=%s remote_ip=%s", name, remote_ip)
 
     async def add_endpoint_port(self, host_if: str, endpoint_id: str) -> int:
-        await self.vs.add_port(self.bridge, host_if, external_ids={ENDPOINT_KEY: endpoint_id}
+        await self.vs.add_port(
+            self.bridge, host_if, external_ids={ENDPOINT_KEY: endpoint_id}
         )
         return await self.vs.get_ofport(host_if, OFPORT_TIMEOUT_S)
 
@@ -120,4 +123,3 @@ class HostSwitch:
             if endpoint_id and port.ofport and port.ofport > 0:
                 found[endpoint_id] = (port.name, port.ofport)
         return found
-

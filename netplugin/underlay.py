@@ -60,5 +60,7 @@ async def move_vtep(nic: str, bridge_if: str, vtep_ip: str) -> None:
             await ipr.addr("del", index=source, address=vtep_ip, prefixlen=prefix)
             await ipr.addr("add", index=target, address=vtep_ip, prefixlen=prefix)
     except PyrouteNetlinkError as exc:
-        raise NetlinkError(f"move {vtep_ip} to {bridge_if}", exc.code, str(exc)) from exc
+        raise NetlinkError(
+            f"move {vtep_ip} to {bridge_if}", exc.code, str(exc)
+        ) from exc
     log.info("vtep moved address=%s from=%s to=%s", vtep_ip, nic, bridge_if)

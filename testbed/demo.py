@@ -63,7 +63,9 @@ def connectivity(
         expected = "reachable" if same else "isolated"
         mark = "ok" if verdict == expected else "UNEXPECTED"
         where = "same host" if a.host is b.host else "across hosts"
-        say(f"  {a.name:9} {a.ip:10} -> {b.name:9} {b.ip:10} {where:12} {verdict:9} {mark}")
+        say(
+            f"  {a.name:9} {a.ip:10} -> {b.name:9} {b.ip:10} {where:12} {verdict:9} {mark}"
+        )
         if same:
             want_reach += 1
             reachable += ok
@@ -118,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             server = next(c for c in on_net if c.host is deployment.hosts[0])
             client = next(c for c in on_net if c.host is deployment.hosts[1])
             rates[network] = iperf(deployment, server, client)
-            say(f"  {network}: {client.name} -> {server.name} {rates[network]:.2f} Gbit/s")
+            say(
+                f"  {network}: {client.name} -> {server.name} {rates[network]:.2f} Gbit/s"
+            )
         ok = not failures
         say(
             f"SUMMARY: {'PASS' if ok else 'FAIL'}: {reachable}/{want_reach} pairs "

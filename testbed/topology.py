@@ -80,7 +80,9 @@ def _stop_process(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(PROCESS_STOP_TIMEOUT_S)
 
 
-def _wait_for(predicate: Any, what: str, timeout_s: float, logfile: Path | None) -> None:
+def _wait_for(
+    predicate: Any, what: str, timeout_s: float, logfile: Path | None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
@@ -91,7 +93,9 @@ def _wait_for(predicate: Any, what: str, timeout_s: float, logfile: Path | None)
 
 def _cni_shim() -> list[str]:
     script = Path(sys.executable).parent / "netplugin-cni"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cniserver.shim"]
+    return (
+        [str(script)] if script.exists() else [sys.executable, "-m", "cniserver.shim"]
+    )
 
 
 class Deployment:
@@ -149,7 +153,9 @@ class Deployment:
             mtu=self.underlay_mtu,
         )
         ns.add_veth(
-            ns.VethEnd("eth1", h1.netns), ns.VethEnd("eth1", h2.netns), mtu=self.underlay_mtu
+            ns.VethEnd("eth1", h1.netns),
+            ns.VethEnd("eth1", h2.netns),
+            mtu=self.underlay_mtu,
         )
         for host in self.hosts:
             # Userspace datapath: the kernel must not checksum-offload what OVS reads.
@@ -188,8 +194,10 @@ class Deployment:
             stderr=subprocess.STDOUT,
         )  # fmt: skip
         _wait_for(
-            lambda: self.netctl("tenant", "ls", check=False).returncode == 0
-            or self._died(self.netmaster),
+            lambda: (
+                self.netctl("tenant", "ls", check=False).returncode == 0
+                or self._died(self.netmaster)
+            ),
             "netmaster",
             READY_TIMEOUT_S,
             logfile,
@@ -220,11 +228,18 @@ class Deployment:
         _stop_process(host.agent)
         host.cni_socket.unlink(missing_ok=True)
         self._start_agent(host)
-        _wait_for(host.cni_socket.exists, f"agent {host.name}", READY_TIMEOUT_S, host.agent_log)
+        _wait_for(
+            host.cni_socket.exists,
+            f"agent {host.name}",
+            READY_TIMEOUT_S,
+            host.agent_log,
+        )
 
     # -- using ----------------------------------------------------------------
 
-    def netctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def netctl(
+        self, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return ns.run(
             [
                 sys.executable, "-m", "netctl.cli",
@@ -265,8 +280,12 @@ class Deployment:
             check=False,
         )
 
-    def add_container(self, name: str, host: SimHost, tenant: str, network: str) -> Container:
-        container = Container(name, self._add_netns(f"{self.prefix}{name}"), host, network, tenant)
+    def add_container(
+        self, name: str, host: SimHost, tenant: str, network: str
+    ) -> Container:
+        container = Container(
+            name, self._add_netns(f"{self.prefix}{name}"), host, network, tenant
+        )
         proc = self.cni("ADD", container)
         if proc.returncode != 0:
             raise RuntimeError(f"CNI ADD {name} failed: {proc.stdout} {proc.stderr}")
@@ -277,13 +296,29 @@ class Deployment:
     def exec(
         self, container: Container, *cmd: str, timeout_s: float = 30
     ) -> subprocess.CompletedProcess[str]:
-        return ns.run(list(cmd), netns=container.netns, check=False, timeout_s=timeout_s)
+        return ns.run(
+            list(cmd), netns=container.netns, check=False, timeout_s=timeout_s
+        )
 
     def ping(self, source: Container, target: Container, count: int = 2) -> bool:
-        proc = self.exec(source, "ping", "-c", str(count), "-i", "0.2", "-W", "1", target.ip)
+        proc = self.exec(
+            source, "ping", "-c", str(count), "-i", "0.2", "-W", "1", target.ip
+        )
         return proc.returncode == 0
 
     # -- tearing down ------------------------------------------------------------
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where cleanup leaves the processes' logs of the last run, for diagnosis."""
+        return Path(f"/tmp/{self.prefix}logs")
+
+    def _save_logs(self) -> None:
+        shutil.rmtree(self.logs_dir, ignore_errors=True)
+        self.logs_dir.mkdir(parents=True)
+        for logfile in self.workdir.rglob("*.log"):
+            relative = logfile.relative_to(self.workdir)
+            shutil.copy(logfile, self.logs_dir / str(relative).replace("/", "-"))
 
     def cleanup(self) -> None:
         errors: list[str] = []
@@ -305,6 +340,7 @@ class Deployment:
         for name in reversed(self._namespaces):
             ns.del_netns(name)
         self._namespaces.clear()
+        self._save_logs()
         shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             log.warning("cleanup finished with errors errors=%s", errors)

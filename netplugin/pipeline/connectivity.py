@@ -195,7 +195,10 @@ def remote_endpoint_flows(endpoint: Endpoint, obj: int, via_ofport: int) -> list
     key = segment_key(endpoint.encap, endpoint.pktTag)
     feature = Feature.REMOTE_ENDPOINT
     if endpoint.encap is Encap.VXLAN:
-        actions = [SetField("tunnel_id", endpoint.pktTag), LoadReg(OUT_PORT, via_ofport)]
+        actions = [
+            SetField("tunnel_id", endpoint.pktTag),
+            LoadReg(OUT_PORT, via_ofport),
+        ]
     else:
         actions = [LoadReg(OUT_PORT, via_ofport), LoadReg(PUSH_VLAN, 1)]
     return [

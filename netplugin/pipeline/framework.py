@@ -192,8 +192,12 @@ class Pipeline:
             )
         if flow.goto is not None:
             if self.table_id(flow.goto) <= self.table_id(flow.table):
-                raise ValueError(f"{flow.table.name} cannot go back to {flow.goto.name}")
-            instructions.append(parser.OFPInstructionGotoTable(self.table_id(flow.goto)))
+                raise ValueError(
+                    f"{flow.table.name} cannot go back to {flow.goto.name}"
+                )
+            instructions.append(
+                parser.OFPInstructionGotoTable(self.table_id(flow.goto))
+            )
         return parser.OFPFlowMod(
             DESC,
             cookie=cookies.make(round_, flow.feature, flow.object_id),
