@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from testbed import netns as ns
 from testbed.ovs import OVSInstance, make_workdir
@@ -183,14 +183,27 @@ class Deployment:
 
     def _start_netmaster(self) -> None:
         logfile = self.workdir / "netmaster.log"
-        self.netmaster = subprocess.Popen(
+        with logfile.open("wb") as output:
+            self.netmaster = self._spawn_netmaster(output)
+        _wait_for(
+            lambda: (
+                self.netctl("tenant", "ls", check=False).returncode == 0
+                or self._died(self.netmaster)
+            ),
+            "netmaster",
+            READY_TIMEOUT_S,
+            logfile,
+        )
+
+    def _spawn_netmaster(self, output: BinaryIO) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 "ip", "netns", "exec", self.ctl_netns,
                 sys.executable, "-m", "netmaster.cli",
                 "--listen", f"0.0.0.0:{NETMASTER_PORT}",
                 "--store", f"embedded://{self.workdir}/netmaster.db",
             ],
-            stdout=logfile.open("wb"),
+            stdout=output,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
         _wait_for(
