@@ -102,7 +102,9 @@ class NetmasterClient:
         )
 
     async def list_networks(self) -> list[Network]:
-        return [Network.model_validate(n) for n in await self.request("GET", "networks/")]
+        return [
+            Network.model_validate(n) for n in await self.request("GET", "networks/")
+        ]
 
     async def delete_network(self, tenant: str, name: str) -> None:
         await self.request("DELETE", f"networks/{tenant}:{name}/")
@@ -149,7 +151,9 @@ class NetmasterClient:
         pings, and a read gap of three ping intervals counts as a dead peer.
         """
         url = f"{self.base_url}/api/v1/watch/?revision={revision}"
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s, sock_read=20)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeout_s, sock_read=20
+        )
         try:
             async with self.session.get(url, timeout=timeout) as response:
                 if response.status >= 400:

@@ -23,7 +23,9 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 CONTAINER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 IFNAME_PATTERN = r"^[A-Za-z0-9_.-]{1,15}$"
 
-_SUBNET_RE = re.compile(r"^(?:(?P<start>[0-9.]+)-(?P<end>[0-9.]+)|(?P<net>[0-9.]+))/(?P<len>\d+)$")
+_SUBNET_RE = re.compile(
+    r"^(?:(?P<start>[0-9.]+)-(?P<end>[0-9.]+)|(?P<net>[0-9.]+))/(?P<len>\d+)$"
+)
 
 VLAN_RANGE = (1, 4094)
 VXLAN_RANGE = (1, 16777215)
@@ -121,7 +123,9 @@ class Network(_Model):
             try:
                 gateway = ipaddress.IPv4Address(self.gateway)
             except ValueError as exc:
-                raise ValueError(f"gateway {self.gateway!r} is not an IPv4 address") from exc
+                raise ValueError(
+                    f"gateway {self.gateway!r} is not an IPv4 address"
+                ) from exc
             if gateway not in subnet.network or gateway in (
                 subnet.network.network_address,
                 subnet.network.broadcast_address,

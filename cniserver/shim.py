@@ -121,7 +121,9 @@ def run(env: dict[str, str], stdin: TextIO, stdout: TextIO) -> int:
             json.dump(
                 payload
                 if isinstance(payload, dict)
-                else cni.error_object(cni.PLUGIN_FAILURE, "bad agent reply", str(payload), version),
+                else cni.error_object(
+                    cni.PLUGIN_FAILURE, "bad agent reply", str(payload), version
+                ),
                 stdout,
             )
             return 1

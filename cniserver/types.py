@@ -146,7 +146,9 @@ def parse_cni_args(raw: str) -> dict[str, str]:
     return parsed
 
 
-def error_object(code: int, msg: str, details: str = "", version: str = CNI_VERSION) -> dict[str, Any]:
+def error_object(
+    code: int, msg: str, details: str = "", version: str = CNI_VERSION
+) -> dict[str, Any]:
     return {"cniVersion": version, "code": code, "msg": msg, "details": details}
 
 

@@ -36,7 +36,9 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells
+    ]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -149,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     create = net_verbs.add_parser("create")
     create.add_argument("name")
     create.add_argument("-t", "--tenant", default="default")
-    create.add_argument("-s", "--subnet", required=True, help="CIDR or a.b.c.d-e.f.g.h/len")
+    create.add_argument(
+        "-s", "--subnet", required=True, help="CIDR or a.b.c.d-e.f.g.h/len"
+    )
     create.add_argument("-g", "--gateway", default="")
     create.add_argument("-e", "--encap", default="vxlan", help="vxlan or vlan")
     create.add_argument("-p", "--pkt-tag", type=int, default=0, help="VLAN id or VNI")

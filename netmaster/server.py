@@ -75,7 +75,9 @@ def create_app(store: Store) -> FastAPI:
         return JSONResponse(exc.to_dict(), status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)
-    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _bad_request(
+        request: Request, exc: RequestValidationError
+    ) -> JSONResponse:
         return JSONResponse(_validation_body(exc), status_code=400)
 
     # -- tenants ------------------------------------------------------------

@@ -230,14 +230,19 @@ class State:
 
             tags = await self._read(tag_pool_key(network.encap))
             pool = IntervalSet.loads(tags.value or b"[]", tags.key)
-            stored = network.model_copy(update={"pktTag": self._pick_tag(network, pool)})
+            stored = network.model_copy(
+                update={"pktTag": self._pick_tag(network, pool)}
+            )
             pool.add(stored.pktTag)
 
             await self._commit(
                 [tenant.compare, current.compare, index.compare, tags.compare],
                 [
                     Put(current.key, _encode(stored)),
-                    Put(index.key, json.dumps(sorted([*siblings, stored.networkName])).encode()),
+                    Put(
+                        index.key,
+                        json.dumps(sorted([*siblings, stored.networkName])).encode(),
+                    ),
                     Put(tags.key, pool.dumps()),
                     Put(ipam_key(stored.tenantName, stored.networkName), b"[]"),
                 ],
@@ -257,7 +262,9 @@ class State:
     def _same_network(existing: Network, wanted: Network) -> Network:
         # A network's addressing cannot change under its endpoints; a repeated
         # create with the same content is accepted (PUT is create-or-update).
-        compared = wanted.model_copy(update={"pktTag": wanted.pktTag or existing.pktTag})
+        compared = wanted.model_copy(
+            update={"pktTag": wanted.pktTag or existing.pktTag}
+        )
         if compared != existing:
             raise AlreadyExistsError(
                 "network",
@@ -442,10 +449,10 @@ class State:
                     f"ipAddress {wanted} is already in use on network {network.key}"
                 )
             return address
-        offset = reserved.lowest_free(first, last)
-        if offset is None:
+        free = reserved.lowest_free(first, last)
+        if free is None:
             raise ExhaustedError("address pool", network.key)
-        return subnet.address(offset)
+        return subnet.address(free)
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint:
         return await self._get(

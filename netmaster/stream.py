@@ -85,9 +85,7 @@ async def follow(store: Store, since_revision: int) -> AsyncIterator[bytes]:
                 yield line
             return
         except StoreCompactedError as exc:
-            log.info(
-                "stream resync requested=%d oldest=%d", exc.requested, exc.oldest
-            )
+            log.info("stream resync requested=%d oldest=%d", exc.requested, exc.oldest)
             kvs, revision = await store.range(ROOT)
             yield snapshot_line(kvs, revision)
 

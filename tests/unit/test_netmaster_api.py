@@ -9,7 +9,9 @@ from api.errors import RemoteError
 from api.models import EndpointRequest, Host, Network, Tenant
 
 
-def ep(cid: str, network: str = "net1", tenant: str = "t1", ip: str = "") -> EndpointRequest:
+def ep(
+    cid: str, network: str = "net1", tenant: str = "t1", ip: str = ""
+) -> EndpointRequest:
     return EndpointRequest(
         tenantName=tenant, networkName=network, containerID=cid, host="h1", ipAddress=ip
     )
@@ -51,7 +53,9 @@ async def test_endpoint_create_is_idempotent_per_container_and_ifname(client, ne
 
 
 async def test_static_address_is_refused_when_taken(client, net1):
-    assert (await client.create_endpoint(ep("a", ip="10.1.1.5"))).ipAddress == "10.1.1.5"
+    assert (
+        await client.create_endpoint(ep("a", ip="10.1.1.5"))
+    ).ipAddress == "10.1.1.5"
     with pytest.raises(RemoteError) as taken:
         await client.create_endpoint(ep("b", ip="10.1.1.5"))
     assert taken.value.status == 409
@@ -68,7 +72,9 @@ async def test_referential_integrity(client, net1):
         await client.put_network(
             Network(tenantName="nobody", networkName="n", subnet="10.9.0.0/24")
         )
-    assert no_tenant.value.status == 404 and "create the tenant first" in str(no_tenant.value)
+    assert no_tenant.value.status == 404 and "create the tenant first" in str(
+        no_tenant.value
+    )
 
     await client.create_endpoint(ep("x"))
     with pytest.raises(RemoteError) as in_use:
@@ -91,7 +97,13 @@ async def test_tags_are_allocated_unique_and_released(client, net1):
     assert vlan.pktTag == 1
     with pytest.raises(RemoteError) as clash:
         await client.put_network(
-            Network(tenantName="t1", networkName="v2", encap="vlan", pktTag=1, subnet="10.3.0.0/24")
+            Network(
+                tenantName="t1",
+                networkName="v2",
+                encap="vlan",
+                pktTag=1,
+                subnet="10.3.0.0/24",
+            )
         )
     assert clash.value.status == 409 and "pktTag 1" in str(clash.value)
     await client.delete_network("t1", "v")
@@ -125,15 +137,53 @@ async def test_network_cannot_change_addressing(client, net1):
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
-        ("networks/t1:n/", {"tenantName": "t1", "networkName": "n", "subnet": "10.1.1.0/33"}, "subnet"),
-        ("networks/t1:n/", {"tenantName": "t1", "networkName": "n", "subnet": "10.1.1.1/24"}, "subnet"),
-        ("networks/t1:n/", {"tenantName": "t1", "networkName": "n", "subnet": "10.1.1.0/24", "encap": "gre"}, "encap"),
+        (
+            "networks/t1:n/",
+            {"tenantName": "t1", "networkName": "n", "subnet": "10.1.1.0/33"},
+            "subnet",
+        ),
+        (
+            "networks/t1:n/",
+            {"tenantName": "t1", "networkName": "n", "subnet": "10.1.1.1/24"},
+            "subnet",
+        ),
+        (
+            "networks/t1:n/",
+            {
+                "tenantName": "t1",
+                "networkName": "n",
+                "subnet": "10.1.1.0/24",
+                "encap": "gre",
+            },
+            "encap",
+        ),
         ("networks/t1:n/", {"tenantName": "t1", "networkName": "n"}, "subnet"),
-        ("networks/t1:n/", {"tenantName": "t1", "networkName": "n", "subnet": "10.1.1.0/24", "bogus": 1}, "bogus"),
-        ("networks/t1/", {"tenantName": "t1", "networkName": "n", "subnet": "10.1.1.0/24"}, "key"),
-        ("networks/t1:other/", {"tenantName": "t1", "networkName": "n", "subnet": "10.1.1.0/24"}, "networkName"),
+        (
+            "networks/t1:n/",
+            {
+                "tenantName": "t1",
+                "networkName": "n",
+                "subnet": "10.1.1.0/24",
+                "bogus": 1,
+            },
+            "bogus",
+        ),
+        (
+            "networks/t1/",
+            {"tenantName": "t1", "networkName": "n", "subnet": "10.1.1.0/24"},
+            "key",
+        ),
+        (
+            "networks/t1:other/",
+            {"tenantName": "t1", "networkName": "n", "subnet": "10.1.1.0/24"},
+            "networkName",
+        ),
         ("tenants/a b/", {"tenantName": "a b"}, "tenantName"),
-        ("endpoints/c:eth0/", {"networkName": "n", "containerID": "c", "host": "h", "ipAddress": "1.2.3"}, "ipAddress"),
+        (
+            "endpoints/c:eth0/",
+            {"networkName": "n", "containerID": "c", "host": "h", "ipAddress": "1.2.3"},
+            "ipAddress",
+        ),
     ],
 )
 async def test_bad_input_is_a_400_naming_the_field(client, net1, path, body, field):
@@ -148,7 +198,9 @@ async def test_bad_input_is_a_400_naming_the_field(client, net1, path, body, fie
 async def test_malformed_json_is_a_400(client, netmaster_url):
     session = client.session
     async with session.post(
-        f"{netmaster_url}/api/v1/tenants/x/", data=b"{not json", headers={"Content-Type": "application/json"}
+        f"{netmaster_url}/api/v1/tenants/x/",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
     ) as response:
         assert response.status == 400
         assert (await response.json())["error"] == "ValidationError"
@@ -185,5 +237,9 @@ async def test_watch_stream_snapshot_then_changes_and_resume(client, net1):
     await client.delete_endpoint("w:eth0")
     resumed = client.watch(event["revision"])
     change = await anext(resumed)
-    assert (change["type"], change["kind"], change["name"]) == ("delete", "endpoints", "w:eth0")
+    assert (change["type"], change["kind"], change["name"]) == (
+        "delete",
+        "endpoints",
+        "w:eth0",
+    )
     await resumed.aclose()
