@@ -1,28 +1,30 @@
 """The one error tree of netplugin; every component raises from here.
 
-    NetpluginError
-    ├── ConfigError                 operator fixes a flag, file or environment value
-    ├── ValidationError (ValueError) caller sent a bad value (REST body, CNI config, ...)
-    ├── NotFoundError               the named object does not exist        -> 404
-    ├── AlreadyExistsError          the named object exists already        -> 409
-    ├── ConflictError               the request clashes with current state -> 409
-    │   └── InUseError              the object is still referenced
-    ├── ExhaustedError              no free address / id left in a pool    -> 409
-    ├── StoreError                  the state store failed
-    │   ├── StoreUnavailableError (ConnectionError)                        -> 503
-    │   └── StoreCompactedError     a watch asked for history that is gone: re-list
-    ├── OVSDBError
-    │   ├── OVSDBConnectionError (ConnectionError)
-    │   ├── OVSDBTransactionError   keeps every per-operation error
-    │   └── OVSDBTimeout (TimeoutError)
-    ├── OpenFlowError
-    │   ├── OFConnectionError (ConnectionError)
-    │   ├── OFErrorReply            the switch answered OFPT_ERROR
-    │   ├── OFDecodeError           bytes that would not parse (kept)
-    │   ├── OFVersionMismatch       the switch does not speak OpenFlow 1.3
-    │   └── OFTimeout (TimeoutError)
-    ├── NetlinkError (OSError)      a kernel netlink request failed (errno kept)
-    └── RemoteError                 a peer service answered with an error
+NetpluginError
+├── ConfigError                 operator fixes a flag, file or environment value
+├── ValidationError (ValueError) caller sent a bad value (REST body, CNI config, ...)
+├── NotFoundError               the named object does not exist        -> 404
+├── AlreadyExistsError          the named object exists already        -> 409
+├── ConflictError               the request clashes with current state -> 409
+│   └── InUseError              the object is still referenced
+├── ExhaustedError              no free address / id left in a pool    -> 409
+├── StoreError                  the state store failed
+│   ├── StoreUnavailableError (ConnectionError)                        -> 503
+│   └── StoreCompactedError     a watch asked for history that is gone: re-list
+├── OVSDBError
+│   ├── OVSDBConnectionError (ConnectionError)
+│   ├── OVSDBTransactionError   keeps every per-operation error
+│   ├── OVSDBRequestError       the server refused a request (JSON-RPC error)
+│   ├── OVSDBInterfaceError     ovs-vswitchd could not open an interface
+│   └── OVSDBTimeout (TimeoutError)
+├── OpenFlowError
+│   ├── OFConnectionError (ConnectionError)
+│   ├── OFErrorReply            the switch answered OFPT_ERROR
+│   ├── OFDecodeError           bytes that would not parse (kept)
+│   ├── OFVersionMismatch       the switch does not speak OpenFlow 1.3
+│   └── OFTimeout (TimeoutError)
+├── NetlinkError (OSError)      a kernel netlink request failed (errno kept)
+└── RemoteError                 a peer service answered with an error
 """
 
 from __future__ import annotations
@@ -170,6 +172,33 @@ class OVSDBTransactionError(OVSDBError):
             for e in self.errors
         )
         super().__init__(f"ovsdb transaction {txn} failed: {details}")
+
+
+class OVSDBRequestError(OVSDBError):
+    """ovsdb-server answered a request with a JSON-RPC error (unknown database, ...)."""
+
+    def __init__(self, endpoint: str, method: str, error: object) -> None:
+        self.endpoint = endpoint
+        self.method = method
+        self.error = error
+        if isinstance(error, dict):
+            text = f"{error.get('error')}: {error.get('details', '')}"
+        else:
+            text = str(error)
+        super().__init__(f"ovsdb {endpoint}: {method} refused: {text}")
+
+
+class OVSDBInterfaceError(OVSDBError):
+    """ovs-vswitchd set an interface's ofport to -1; ``error`` is its error column."""
+
+    def __init__(self, interface: str, error: str) -> None:
+        self.interface = interface
+        self.error = error
+        super().__init__(
+            f"ovs-vswitchd could not open interface {interface!r} (ofport -1): "
+            f"{error or 'no error recorded'}; fix its type, options or device and "
+            "add the port again"
+        )
 
 
 class OVSDBTimeout(OVSDBError, TimeoutError):

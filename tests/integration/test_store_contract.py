@@ -23,23 +23,10 @@ from netmaster.store import (
     EventType,
     Put,
 )
-from tests.integration.store_fixtures import ETCD_BINARY, SKIP_REASON, EtcdServer
 
 pytestmark = pytest.mark.integration
 
 WATCH_TIMEOUT_S = 15
-
-
-@pytest.fixture(scope="module")
-def etcd_server(tmp_path_factory):
-    if ETCD_BINARY is None:
-        pytest.skip(SKIP_REASON)
-    server = EtcdServer(tmp_path_factory.mktemp("etcd"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["embedded", "etcd"])
