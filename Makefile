@@ -15,6 +15,7 @@ demo: deps
 test: deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 deps: debs venv

@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from testbed.topology import Container, Deployment
 
@@ -103,7 +104,13 @@ def iperf(deployment: Deployment, server: Container, client: Container) -> float
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave everything running")
+    parser.add_argument(
+        "--teardown", metavar="STATE_FILE", help="remove a deployment left by --keep"
+    )
     args = parser.parse_args(argv)
+    if args.teardown:
+        Deployment.teardown_saved(Path(args.teardown))
+        return 0
 
     deployment = Deployment()
     try:
@@ -124,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {network}: {client.name} -> {server.name} {rates[network]:.2f} Gbit/s"
             )
         ok = not failures
+        if args.keep:
+            state = deployment.save_state()
+            say(
+                f"kept running: netctl via `ip netns exec {deployment.ctl_netns} "
+                f"netctl ...`, logs in {deployment.workdir}; remove it with "
+                f"`{sys.executable} -m testbed.demo --teardown {state}`"
+            )
         say(
             f"SUMMARY: {'PASS' if ok else 'FAIL'}: {reachable}/{want_reach} pairs "
             f"reachable, {isolated}/{want_isolated} pairs isolated as expected, TCP "
@@ -131,15 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0 if ok else 1
     finally:
-        if args.keep:
-            say(
-                f"kept running; namespaces {deployment.prefix}*, logs in "
-                f"{deployment.workdir}. Clean up: kill the agents and netmaster "
-                f"(pids {[h.agent.pid for h in deployment.hosts if h.agent]} "
-                f"{deployment.netmaster.pid if deployment.netmaster else ''}), then "
-                f"`ip -all netns delete` of the {deployment.prefix}* namespaces"
-            )
-        else:
+        if not args.keep:
             deployment.cleanup()
 
 

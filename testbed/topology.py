@@ -14,10 +14,12 @@ Everything lives in namespaces this module creates and in one work directory;
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -206,15 +208,6 @@ class Deployment:
             stdout=output,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        _wait_for(
-            lambda: (
-                self.netctl("tenant", "ls", check=False).returncode == 0
-                or self._died(self.netmaster)
-            ),
-            "netmaster",
-            READY_TIMEOUT_S,
-            logfile,
-        )
 
     def agent_command(self, host: SimHost) -> list[str]:
         return [
@@ -320,6 +313,34 @@ class Deployment:
         return proc.returncode == 0
 
     # -- tearing down ------------------------------------------------------------
+
+    def save_state(self) -> Path:
+        """Write what ``teardown_saved`` needs to remove a kept deployment later."""
+        state = {
+            "namespaces": self._namespaces,
+            "pids": [
+                p.pid for p in (self.netmaster, *(h.agent for h in self.hosts)) if p
+            ],
+            "hosts": [
+                {"workdir": str(h.workdir), "netns": h.netns} for h in self.hosts
+            ],
+        }
+        path = self.workdir / "state.json"
+        path.write_text(json.dumps(state))
+        return path
+
+    @staticmethod
+    def teardown_saved(state_file: Path) -> None:
+        """Remove a deployment left running by ``--keep``, from its state file."""
+        state = json.loads(state_file.read_text())
+        for pid in state["pids"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for host in state["hosts"]:
+            OVSInstance(Path(host["workdir"]), host["netns"]).stop()
+        for name in reversed(state["namespaces"]):
+            ns.del_netns(name)
+        shutil.rmtree(state_file.parent, ignore_errors=True)
 
     @property
     def logs_dir(self) -> Path:

@@ -25,6 +25,7 @@ from netplugin.pipeline.fields import (
     segment_key,
 )
 from netplugin.pipeline.framework import (
+    Action,
     Flow,
     LoadReg,
     Move,
@@ -194,6 +195,7 @@ def remote_endpoint_flows(endpoint: Endpoint, obj: int, via_ofport: int) -> list
     """
     key = segment_key(endpoint.encap, endpoint.pktTag)
     feature = Feature.REMOTE_ENDPOINT
+    actions: list[Action]
     if endpoint.encap is Encap.VXLAN:
         actions = [
             SetField("tunnel_id", endpoint.pktTag),

@@ -26,7 +26,9 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
 
 
 @pytest.fixture(params=["embedded", "etcd"])
-async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def any_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Store]:
     """Each backend in turn; etcd keys live under a namespace of their own."""
     opened: Store
     if request.param == "embedded":

@@ -18,13 +18,17 @@ CLIENTS = 120
 
 
 def request(i: int) -> EndpointRequest:
-    return EndpointRequest(tenantName="t", networkName="n", containerID=f"c{i}", host="h")
+    return EndpointRequest(
+        tenantName="t", networkName="n", containerID=f"c{i}", host="h"
+    )
 
 
 async def setup(state: State) -> None:
     await state.put_tenant(Tenant(tenantName="t"))
     await state.put_network(
-        Network(tenantName="t", networkName="n", subnet="10.8.0.0/16", gateway="10.8.0.1")
+        Network(
+            tenantName="t", networkName="n", subnet="10.8.0.0/16", gateway="10.8.0.1"
+        )
     )
 
 
@@ -40,16 +44,25 @@ async def test_concurrent_rest_creates_get_distinct_lowest_addresses(any_store):
             # Sequential allocation: exactly the lowest CLIENTS host addresses
             # after the gateway, whatever order the requests were served in.
             base = int(ipaddress.IPv4Address("10.8.0.2"))
-            assert sorted(int(a) for a in addresses) == list(range(base, base + CLIENTS))
+            assert sorted(int(a) for a in addresses) == list(
+                range(base, base + CLIENTS)
+            )
 
             # Release every other one concurrently: all of them come back.
             released = [e for i, e in enumerate(created) if i % 2]
-            await asyncio.gather(*(client.delete_endpoint(e.endpointID) for e in released))
+            await asyncio.gather(
+                *(client.delete_endpoint(e.endpointID) for e in released)
+            )
             inspected = await client.inspect("networks", "t:n")
-            assert inspected["Oper"]["allocatedAddressesCount"] == CLIENTS - len(released)
+            assert inspected["Oper"]["allocatedAddressesCount"] == CLIENTS - len(
+                released
+            )
 
             again = await asyncio.gather(
-                *(client.create_endpoint(request(1000 + i)) for i in range(len(released)))
+                *(
+                    client.create_endpoint(request(1000 + i))
+                    for i in range(len(released))
+                )
             )
             assert {e.ipAddress for e in again} == {e.ipAddress for e in released}
 

@@ -28,7 +28,9 @@ class RecordingBackend:
     async def cni_add(self, request: cni.CNIRequest) -> dict[str, Any]:
         self.calls.append(("ADD", request))
         if request.network == "missing":
-            raise RemoteError("netmaster", 404, "NotFoundError", "network 'missing' not found")
+            raise RemoteError(
+                "netmaster", 404, "NotFoundError", "network 'missing' not found"
+            )
         return cni.add_result(
             version=request.cni_version, host_if="nplx", container_if=request.ifname,
             mac="02:02:0a:00:00:02", netns=request.netns, ip="10.0.0.2",
@@ -109,19 +111,25 @@ async def test_add_forwards_the_runtime_request_and_prints_the_result(server):
     code, out = await shim(env, netconf(srv.socket_path))
     assert code == 0
     assert out["cniVersion"] == "1.0.0"
-    assert out["ips"] == [{"address": "10.0.0.2/24", "interface": 1, "gateway": "10.0.0.1"}]
+    assert out["ips"] == [
+        {"address": "10.0.0.2/24", "interface": 1, "gateway": "10.0.0.1"}
+    ]
     assert out["interfaces"][1] == {
         "name": "eth0", "mac": "02:02:0a:00:00:02", "sandbox": "/var/run/netns/abc",
     }  # fmt: skip
-    (command, request), = backend.calls
+    ((command, request),) = backend.calls
     assert (command, request.network, request.tenant) == ("ADD", "net2", "t1")
     assert request.args["K8S_POD_NAME"] == "p"
 
 
 async def test_old_versions_get_the_ip_version_field(server):
     srv, _ = server
-    code, out = await shim(runtime_env("ADD"), netconf(srv.socket_path, cniVersion="0.3.1"))
-    assert code == 0 and out["cniVersion"] == "0.3.1" and out["ips"][0]["version"] == "4"
+    code, out = await shim(
+        runtime_env("ADD"), netconf(srv.socket_path, cniVersion="0.3.1")
+    )
+    assert (
+        code == 0 and out["cniVersion"] == "0.3.1" and out["ips"][0]["version"] == "4"
+    )
 
 
 async def test_del_prints_nothing_and_allows_a_missing_netns(server):
@@ -144,7 +152,9 @@ async def test_del_prints_nothing_and_allows_a_missing_netns(server):
         (runtime_env("BOGUS"), {}, 4, "CNI_COMMAND"),
     ],
 )
-async def test_bad_requests_are_cni_errors_naming_the_field(server, env, config, code, names):
+async def test_bad_requests_are_cni_errors_naming_the_field(
+    server, env, config, code, names
+):
     srv, backend = server
     status, out = await shim(env, netconf(srv.socket_path, **config))
     assert status == 1
@@ -164,7 +174,9 @@ async def test_unreachable_agent_says_try_again(tmp_path):
 
 async def test_backend_errors_become_cni_errors(server):
     srv, _ = server
-    status, out = await shim(runtime_env("ADD"), netconf(srv.socket_path, network="missing"))
+    status, out = await shim(
+        runtime_env("ADD"), netconf(srv.socket_path, network="missing")
+    )
     assert status == 1 and out["code"] == 7 and "missing" in out["details"]
     status, out = await shim(runtime_env("CHECK"), netconf(srv.socket_path))
     assert status == 1 and out["code"] == 3

@@ -11,7 +11,9 @@ from api.models import EndpointRequest, Network, Subnet, mac_for
 
 
 def net(**fields):
-    return Network(**{"tenantName": "t", "networkName": "n", "subnet": "10.1.0.0/24", **fields})
+    return Network(
+        **{"tenantName": "t", "networkName": "n", "subnet": "10.1.0.0/24", **fields}
+    )
 
 
 def test_subnet_forms():

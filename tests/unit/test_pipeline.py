@@ -7,7 +7,13 @@ import pytest
 from api.models import Endpoint, Network
 from netplugin.pipeline import connectivity
 from netplugin.pipeline import cookie as cookies
-from netplugin.pipeline.fields import FROM_UPLINK, NETWORK, PUSH_VLAN, reg_match, segment_key
+from netplugin.pipeline.fields import (
+    FROM_UPLINK,
+    NETWORK,
+    PUSH_VLAN,
+    reg_match,
+    segment_key,
+)
 from netplugin.pipeline.framework import Flow, Pipeline, Stage, Table
 from netplugin.pipeline.tables import CLASSIFIER, OUTPUT, PIPELINE
 
@@ -91,7 +97,9 @@ def test_local_vxlan_endpoint_flows():
         "table=L2ForwardingCalc priority=200 eth_dst=02:02:0a:01:01:02,Network=16782217 "
         "actions=load:0x4->OutPort,goto:Output",
     ]
-    assert {(f.feature, f.object_id) for f in flows} == {(cookies.Feature.LOCAL_ENDPOINT, 9)}
+    assert {(f.feature, f.object_id) for f in flows} == {
+        (cookies.Feature.LOCAL_ENDPOINT, 9)
+    }
 
 
 def test_remote_endpoints_never_go_back_where_they_came_from():
