@@ -137,25 +137,25 @@ def create_app(store: Store) -> FastAPI:
 
     @app.get(f"{PREFIX}/endpoints/")
     async def list_endpoints() -> list[Endpoint]:
-        return await state.list_endpoints()
+        return await state.endpoints.list()
 
     @app.get(f"{PREFIX}/endpoints/{{key}}/")
     async def get_endpoint(key: str) -> Endpoint:
-        return await state.get_endpoint(key)
+        return await state.endpoints.get(key)
 
     @app.post(f"{PREFIX}/endpoints/{{key}}/")
     @app.put(f"{PREFIX}/endpoints/{{key}}/")
     async def create_endpoint(key: str, request: EndpointRequest) -> Endpoint:
         _same("containerID:ifname", request.endpoint_id, key)
-        return await state.create_endpoint(request)
+        return await state.endpoints.create(request)
 
     @app.delete(f"{PREFIX}/endpoints/{{key}}/")
     async def delete_endpoint(key: str) -> Endpoint:
-        return await state.delete_endpoint(key)
+        return await state.endpoints.delete(key)
 
     @app.get(f"{PREFIX}/inspect/endpoints/{{key}}/")
     async def inspect_endpoint(key: str) -> dict[str, Any]:
-        endpoint = await state.get_endpoint(key)
+        endpoint = await state.endpoints.get(key)
         return {"Config": endpoint.model_dump(), "Oper": {"host": endpoint.host}}
 
     # -- hosts --------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 
 from api.errors import StoreCompactedError
 from api.models import STREAM_KINDS
-from netmaster.state import ROOT
+from netmaster.keys import ROOT
 from netmaster.store.base import Event, EventType, KeyValue, Store
 
 log = logging.getLogger(__name__)

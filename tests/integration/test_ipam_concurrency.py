@@ -74,12 +74,12 @@ async def test_two_replicas_on_one_store_never_share_an_address(any_store):
     await setup(first)
     results = await asyncio.gather(
         *(
-            (first if i % 2 else second).create_endpoint(request(i))
+            (first if i % 2 else second).endpoints.create(request(i))
             for i in range(CLIENTS)
         )
     )
     assert len({e.ipAddress for e in results}) == CLIENTS
-    endpoints = await first.list_endpoints()
+    endpoints = await first.endpoints.list()
     assert len(endpoints) == CLIENTS
     oper = await first.network_oper("t", "n")
     assert oper.allocatedAddressesCount == CLIENTS
