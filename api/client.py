@@ -3,10 +3,18 @@
 Errors netmaster answers with become RemoteError carrying its status and the
 server's error class and message; a netmaster that cannot be reached is a
 RemoteError with status 0 whose message names the URL.
+
+Given several replicas (``http://a:9999,http://b:9999``), a request that
+cannot reach one, or gets 503 (no leader yet, leader just died), is retried on
+the next with a short backoff until ``retry_budget_s`` is spent; the replica
+that answered is used first next time. Writes are safe to repeat: creates are
+keyed (a repeated endpoint create returns the same endpoint) and a repeated
+DELETE whose first attempt landed answers 404, reported as such.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -23,13 +31,41 @@ log = logging.getLogger(__name__)
 SERVICE = "netmaster"
 
 
-class NetmasterClient:
-    """A session to one netmaster; use as ``async with NetmasterClient(url) as c``."""
+#: Statuses that mean "this replica cannot serve it now; another may".
+RETRY_STATUSES = frozenset({502, 503, 504})
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 1.0
 
-    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
+
+def parse_urls(text: str) -> list[str]:
+    """``http://a:9999,http://b:9999`` -> both, without trailing slashes."""
+    urls = [u.strip().rstrip("/") for u in text.split(",") if u.strip()]
+    if not urls or not all(u.startswith(("http://", "https://")) for u in urls):
+        raise ValueError(f"{text!r}: expected http://host:port[,http://host:port]")
+    return urls
+
+
+class NetmasterClient:
+    """A session to netmaster; use as ``async with NetmasterClient(url) as c``.
+
+    ``base_url`` may list several replicas separated by commas.
+    """
+
+    def __init__(
+        self, base_url: str, timeout_s: float = 10.0, retry_budget_s: float = 15.0
+    ) -> None:
+        self.urls = parse_urls(base_url)
         self.timeout_s = timeout_s
+        self.retry_budget_s = retry_budget_s
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The replica tried first: the one that answered last."""
+        return self.urls[0]
+
+    def _rotate(self) -> None:
+        self.urls.append(self.urls.pop(0))
 
     async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession(
@@ -57,6 +93,29 @@ class NetmasterClient:
         return self._session
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One API call, retried across replicas while they are unavailable."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_budget_s
+        backoff = BACKOFF_MIN_S
+        while True:
+            try:
+                return await self._request_once(method, path, body)
+            except RemoteError as exc:
+                if exc.status not in RETRY_STATUSES and exc.status != 0:
+                    raise
+                if loop.time() + backoff > deadline:
+                    raise
+                log.info(
+                    "netmaster unavailable, retrying url=%s status=%d error=%s",
+                    self.base_url,
+                    exc.status,
+                    exc.message,
+                )
+                self._rotate()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _request_once(self, method: str, path: str, body: Any) -> Any:
         url = f"{self.base_url}/api/v1/{path.lstrip('/')}"
         try:
             async with self.session.request(method, url, json=body) as response:
@@ -143,14 +202,21 @@ class NetmasterClient:
     async def list_hosts(self) -> list[Host]:
         return [Host.model_validate(h) for h in await self.request("GET", "hosts/")]
 
-    async def watch(self, revision: int) -> AsyncIterator[dict[str, Any]]:
+    async def watch(
+        self, revision: int, host: str = ""
+    ) -> AsyncIterator[dict[str, Any]]:
         """Follow the desired-state stream from ``revision`` (0: snapshot first).
 
-        Runs until the connection drops (RemoteError); the caller reconnects
-        with the last revision it applied. No total timeout: idle streams carry
-        pings, and a read gap of three ping intervals counts as a dead peer.
+        With ``host``, only that host's span: the networks its endpoints are
+        on, their endpoints and the hosts it tunnels to. Runs until the
+        connection drops (RemoteError, and the next call starts on the next
+        replica); the caller reconnects with the last revision it applied. No
+        total timeout: idle streams carry pings, and a read gap of four ping
+        intervals counts as a dead peer.
         """
         url = f"{self.base_url}/api/v1/watch/?revision={revision}"
+        if host:
+            url += f"&host={host}"
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.timeout_s, sock_read=20
         )
@@ -163,6 +229,7 @@ class NetmasterClient:
                     if raw.strip():
                         yield json.loads(raw)
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self._rotate()
             raise RemoteError(
                 SERVICE, 0, type(exc).__name__, f"stream {url} ended: {exc}"
             ) from exc

@@ -10,6 +10,7 @@ NetpluginError
 ├── ExhaustedError              no free address / id left in a pool    -> 409
 ├── StoreError                  the state store failed
 │   ├── StoreUnavailableError (ConnectionError)                        -> 503
+│   │   └── NotLeaderError      this replica may not write; retry on the leader
 │   └── StoreCompactedError     a watch asked for history that is gone: re-list
 ├── OVSDBError
 │   ├── OVSDBConnectionError (ConnectionError)
@@ -134,6 +135,18 @@ class StoreUnavailableError(StoreError, ConnectionError):
     """The state store cannot be reached; the request may be retried."""
 
     http_status = 503
+
+
+class NotLeaderError(StoreUnavailableError):
+    """This netmaster replica is not the leader, so it may not write."""
+
+    def __init__(self, replica: str, leader_url: str | None) -> None:
+        self.replica = replica
+        self.leader_url = leader_url
+        where = (
+            f"the leader is {leader_url}" if leader_url else "no leader is elected yet"
+        )
+        super().__init__(f"netmaster {replica} is not the leader; {where}; retry")
 
 
 class StoreCompactedError(StoreError):

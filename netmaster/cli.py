@@ -6,14 +6,16 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 
 import uvicorn
 
 from api.errors import ConfigError, NetpluginError
 from api.logs import setup_logging
-from netmaster.server import create_app
-from netmaster.store import open_store
+from netmaster.leader import EtcdLeadership, Leadership, SoloLeadership
+from netmaster.server import create_app, shutdown
+from netmaster.store import EtcdStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +44,52 @@ def build_parser() -> argparse.ArgumentParser:
         "(env NETMASTER_STORE)",
     )
     parser.add_argument(
+        "--advertise-url",
+        default=os.environ.get("NETMASTER_ADVERTISE_URL", ""),
+        help="URL other replicas forward writes to (default http://LISTEN; "
+        "env NETMASTER_ADVERTISE_URL)",
+    )
+    parser.add_argument(
+        "--leader-ttl",
+        type=int,
+        default=int(os.environ.get("NETMASTER_LEADER_TTL", "5")),
+        help="seconds a dead leader keeps its role with etcd (env NETMASTER_LEADER_TTL)",
+    )
+    parser.add_argument(
         "--log-level", default=os.environ.get("NETMASTER_LOG_LEVEL", "INFO")
     )
     return parser
 
 
-async def serve(listen: str, store_url: str) -> None:
+async def serve(
+    listen: str, store_url: str, advertise_url: str, leader_ttl_s: int
+) -> None:
     host, port = parse_listen(listen)
+    if leader_ttl_s < 2:
+        raise ConfigError("leader-ttl", leader_ttl_s, "at least 2 seconds")
+    url = advertise_url or f"http://{host}:{port}"
+    identity = f"{socket.gethostname()}:{port}"
     store = await open_store(store_url)
+    leadership: Leadership
+    if isinstance(store, EtcdStore):
+        election = EtcdLeadership(store, identity, url, ttl_s=leader_ttl_s)
+        await election.start()
+        leadership = election
+    else:
+        election = None
+        leadership = SoloLeadership(identity, url)
+    app = create_app(store, leadership)
     try:
         config = uvicorn.Config(
-            create_app(store), host=host, port=port, log_config=None, lifespan="off"
+            app, host=host, port=port, log_config=None, lifespan="off"
         )
         server = uvicorn.Server(config)
-        log.info("netmaster serving listen=%s:%d", host, port)
+        log.info("netmaster serving listen=%s:%d url=%s", host, port, url)
         await server.serve()
     finally:
+        await shutdown(app)
+        if election is not None:
+            await election.close()
         await store.close()
 
 
@@ -65,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
-        asyncio.run(serve(args.listen, args.store))
+        asyncio.run(serve(args.listen, args.store, args.advertise_url, args.leader_ttl))
     except NetpluginError as exc:
         print(f"netmaster: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.errors import NetpluginError, ValidationError
 from api.models import Endpoint, EndpointRequest, Host, Network, Tenant
+from netmaster import ha
+from netmaster.leader import Leadership, SoloLeadership
+from netmaster.span import SpanHub
 from netmaster.state import State
 from netmaster.store.base import Store
 from netmaster.stream import follow
@@ -56,12 +59,19 @@ def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
     }
 
 
-def create_app(store: Store) -> FastAPI:
-    """The REST application; the caller owns ``store`` and closes it."""
-    state = State(store)
+def create_app(store: Store, leadership: Leadership | None = None) -> FastAPI:
+    """The REST application; the caller owns ``store`` and closes it.
+
+    ``leadership`` says whether this replica may write (default: a single
+    replica that always may); its fence guards every write. The caller closes
+    ``app.state.forwarder`` after serving.
+    """
+    leadership = leadership or SoloLeadership("netmaster", "")
+    state = State(store, fence=leadership)
 
     app = FastAPI(title="netmaster", version="0.1.0")
     app.state.netmaster = state
+    app.state.forwarder = ha.install(app, leadership)
 
     @app.exception_handler(NetpluginError)
     async def _domain_error(request: Request, exc: NetpluginError) -> JSONResponse:
@@ -181,10 +191,21 @@ def create_app(store: Store) -> FastAPI:
 
     # -- the agents' stream -------------------------------------------------
 
+    hub = app.state.span_hub = SpanHub(store)
+
     @app.get(f"{PREFIX}/watch/")
-    async def watch(revision: int = Query(0, ge=0)) -> StreamingResponse:
-        return StreamingResponse(
-            follow(store, revision), media_type="application/x-ndjson"
-        )
+    async def watch(
+        revision: int = Query(0, ge=0),
+        host: str = Query("", pattern=r"^[A-Za-z0-9_.-]{0,64}$"),
+    ) -> StreamingResponse:
+        """The desired-state stream; with ``host``, only that host's span."""
+        lines = hub.follow(host) if host else follow(store, revision)
+        return StreamingResponse(lines, media_type="application/x-ndjson")
 
     return app
+
+
+async def shutdown(app: FastAPI) -> None:
+    """Stop what create_app started (the span hub, the write forwarder)."""
+    await app.state.span_hub.close()
+    await app.state.forwarder.close()

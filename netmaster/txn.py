@@ -38,6 +38,10 @@ class Fence(Protocol):
 
     def compares(self) -> Sequence[Compare]: ...
 
+    async def verify(self) -> None:
+        """After a failed commit: raise if the fence itself no longer holds."""
+        ...
+
 
 @dataclass(slots=True)
 class Read:
@@ -81,6 +85,9 @@ class Transactions:
         fenced = [*compares, *(self.fence.compares() if self.fence else ())]
         result = await self.store.txn(fenced, ops)
         if not result.succeeded:
+            if self.fence is not None:
+                # A lost fence is final (NotLeaderError), not a race to retry.
+                await self.fence.verify()
             raise TxnConflict
         return result.revision
 

@@ -111,7 +111,9 @@ class Agent:
         while True:
             try:
                 await self._register()
-                async for message in self.netmaster.watch(revision):
+                async for message in self.netmaster.watch(
+                    revision, host=self.config.host_name
+                ):
                     revision = await self._apply(message, revision)
                     backoff = BACKOFF_MIN_S
             except RemoteError as exc:

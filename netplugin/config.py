@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 from enum import StrEnum
 
+from api.client import parse_urls
 from api.errors import ConfigError
 
 
@@ -78,8 +79,12 @@ def load(argv: list[str] | None = None) -> AgentConfig:
         raise ConfigError(
             "--datapath", args.datapath, "auto, system or netdev"
         ) from None
-    if not args.netmaster.startswith(("http://", "https://")):
-        raise ConfigError("--netmaster", args.netmaster, "a URL like http://host:9999")
+    try:
+        parse_urls(args.netmaster)
+    except ValueError:
+        raise ConfigError(
+            "--netmaster", args.netmaster, "http://host:9999[,http://host2:9999]"
+        ) from None
     if not args.ovsdb.startswith(("unix:", "tcp:")):
         raise ConfigError("--ovsdb", args.ovsdb, "unix:/path or tcp:host:port")
     if not 0 < len(args.bridge) <= 15:

@@ -11,7 +11,7 @@ import pytest
 import uvicorn
 
 from api.client import NetmasterClient
-from netmaster.server import create_app
+from netmaster.server import create_app, shutdown
 from netmaster.store import EmbeddedStore
 from netmaster.store.base import Store
 
@@ -25,8 +25,9 @@ def free_port() -> int:
 async def serve_netmaster(store: Store) -> AsyncIterator[str]:
     """Run netmaster's app on uvicorn for the duration; yield its base URL."""
     port = free_port()
+    app = create_app(store)
     config = uvicorn.Config(
-        create_app(store), host="127.0.0.1", port=port, log_config=None, lifespan="off"
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="off"
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -39,6 +40,7 @@ async def serve_netmaster(store: Store) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+        await shutdown(app)
 
 
 @pytest.fixture
