@@ -39,7 +39,7 @@ __all__ = [
     "open_store",
 ]
 
-_EXPECTED = "embedded:///path/to/file.db or etcd://host:port[,host:port]"
+_EXPECTED = "embedded:///path/to/file.db or etcd://host:port[,host:port][/namespace]"
 
 
 async def open_store(url: str, *, timeout_s: float = 5.0) -> EmbeddedStore | EtcdStore:
@@ -63,13 +63,15 @@ async def open_store(url: str, *, timeout_s: float = 5.0) -> EmbeddedStore | Etc
 
     if parts.scheme == "etcd":
         endpoints = [e for e in parts.netloc.split(",") if e]
-        if not endpoints or parts.path not in ("", "/") or parts.query:
+        # A path names a namespace: several deployments may share one etcd.
+        namespace = unquote(parts.path).rstrip("/")
+        if not endpoints or parts.query or "//" in namespace:
             raise ConfigError("store", url, _EXPECTED)
         try:
             for endpoint in endpoints:
                 parse_endpoint(endpoint)
         except ConfigError as exc:
             raise ConfigError("store", url, _EXPECTED) from exc
-        return await EtcdStore.connect(endpoints, timeout_s)
+        return await EtcdStore.connect(endpoints, timeout_s, namespace=namespace)
 
     raise ConfigError("store", url, _EXPECTED)

@@ -39,7 +39,7 @@ async def test_embedded_url_opens_the_file(tmp_path):
         "etcd://",
         "etcd://host",
         "etcd://host:notaport",
-        "etcd://host:2379/path",
+        "etcd://host:2379//double",
         "etcd://host:99999",
         "etcd://[::1",
     ],
