@@ -185,7 +185,7 @@ class Deployment:
 
     def _start_netmaster(self) -> None:
         logfile = self.workdir / "netmaster.log"
-        with logfile.open("wb") as output:
+        with logfile.open("ab") as output:
             self.netmaster = self._spawn_netmaster(output)
         _wait_for(
             lambda: (
@@ -229,6 +229,11 @@ class Deployment:
             host.agent = subprocess.Popen(
                 self.agent_command(host), stdout=logfile, stderr=subprocess.STDOUT
             )
+
+    def restart_netmaster(self) -> None:
+        """Stop netmaster and start it again on the same store file."""
+        _stop_process(self.netmaster)
+        self._start_netmaster()
 
     def restart_agent(self, host: SimHost) -> None:
         _stop_process(host.agent)

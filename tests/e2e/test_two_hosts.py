@@ -172,6 +172,21 @@ def test_container_delete_and_readd_frees_and_reuses_its_address(deployment):
     deployment.containers.remove(again)
 
 
+def test_agents_resync_after_netmaster_restarts(deployment):
+    a = by_name(deployment, "vxa")
+    deployment.restart_netmaster()
+    # Created after the restart: h1's agent can only learn it from its new stream.
+    late = deployment.add_container("vxlate", deployment.hosts[1], TENANT, "vx")
+    try:
+        deadline = time.monotonic() + 20
+        while not deployment.ping(a, late, count=1):
+            assert time.monotonic() < deadline, "h1 never learned the new endpoint"
+        assert deployment.ping(late, a)
+    finally:
+        assert deployment.cni("DEL", late).returncode == 0
+        deployment.containers.remove(late)
+
+
 def test_agent_restart_keeps_traffic_flowing(deployment):
     a, b = by_name(deployment, "vxa"), by_name(deployment, "vxb")
     host = a.host
