@@ -62,11 +62,17 @@ VSCTL_TIMEOUT_S = 10
 _BINARIES = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl")
 
 
-def missing_requirements() -> str | None:
-    """Why an OVS instance cannot run here (a skip reason), or None when it can."""
-    if os.geteuid() != 0:
+def missing_requirements(vswitchd: bool = True) -> str | None:
+    """Why an OVS instance cannot run here (a skip reason), or None when it can.
+
+    With ``vswitchd=False`` only ovsdb-server is wanted, which needs no root.
+    """
+    if vswitchd and os.geteuid() != 0:
         return "needs root (network namespaces, ovs-vswitchd)"
-    missing = [b for b in (*_BINARIES, "ovs-appctl", "ip") if shutil.which(b) is None]
+    wanted = (
+        (*_BINARIES, "ovs-appctl", "ip") if vswitchd else _BINARIES[:2] + ("ovs-vsctl",)
+    )
+    missing = [b for b in wanted if shutil.which(b) is None]
     if missing:
         return f"missing binaries: {', '.join(missing)} (Debian openvswitch-switch)"
     if not SCHEMA.exists():
@@ -153,10 +159,11 @@ class OVSInstance:
 
     # -- life cycle ----------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, vswitchd: bool = True) -> None:
         """Create the database if missing, start ovsdb-server, init, start vswitchd.
 
-        On failure whatever was started is stopped again before the error is raised.
+        ``vswitchd=False`` starts the database alone (no root needed). On
+        failure whatever was started is stopped again before the error is raised.
         """
         w = self.workdir
         w.mkdir(parents=True, exist_ok=True)
@@ -166,7 +173,7 @@ class OVSInstance:
             if self.ovsdb_pid is None:
                 self._start_ovsdb()
             self.vsctl("--no-wait", "init")
-            if self.vswitchd_pid is None:
+            if vswitchd and self.vswitchd_pid is None:
                 self._start_vswitchd()
         except BaseException:
             try:

@@ -8,6 +8,7 @@ marked needs_root run ovs-vswitchd in a network namespace the sandbox creates.
 import asyncio
 import json
 import secrets
+import shutil
 
 import pytest
 
@@ -20,30 +21,32 @@ from api.errors import (
     OVSDBTransactionError,
 )
 from ovsdb_client import OVSDBClient, VSwitch, ops
-from ovsdb_client.testing import OVSDBSandbox
+from testbed.ovs import OVSInstance, make_workdir, missing_requirements, ovs_host
 
 pytestmark = pytest.mark.integration
 
-SANDBOX_MISSING = OVSDBSandbox.missing()
+SANDBOX_MISSING = missing_requirements(vswitchd=False)
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
+def sandbox():
     if SANDBOX_MISSING:
         pytest.skip(f"needs a real ovsdb-server: {SANDBOX_MISSING}")
-    # mktemp keeps the path short: the socket path must fit in 107 bytes.
-    box = OVSDBSandbox(tmp_path_factory.mktemp("ovsdb"))
-    box.start()
+    # A short /tmp work directory: the socket path must fit in 107 bytes.
+    workdir = make_workdir("ovsdb-")
+    box = OVSInstance(workdir)
+    box.start(vswitchd=False)
     try:
         yield box
     finally:
         box.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
 async def client(sandbox):
     async with OVSDBClient() as client:
-        await client.connect(sandbox.endpoint, timeout_s=5.0)
+        await client.connect(sandbox.db_endpoint, timeout_s=5.0)
         yield client
 
 
@@ -135,7 +138,7 @@ async def test_abort_and_skipped_ops(client):
 
 async def test_keepalive_against_real_server(sandbox):
     async with OVSDBClient(probe_interval_s=0.05, max_unanswered_probes=5) as client:
-        await client.connect(sandbox.endpoint)
+        await client.connect(sandbox.db_endpoint)
         await asyncio.sleep(0.4)
         assert client.is_connected
         assert await client.list_dbs()
@@ -216,7 +219,7 @@ async def test_concurrent_ensure_bridge_makes_one_bridge(sandbox):
     clients = [OVSDBClient() for _ in range(4)]
     try:
         for client in clients:
-            await client.connect(sandbox.endpoint)
+            await client.connect(sandbox.db_endpoint)
         uuids = await asyncio.gather(
             *(VSwitch(c).ensure_bridge(name, "netdev") for c in clients)
         )
@@ -423,7 +426,7 @@ async def test_get_ofport_waits_for_the_value(vs, client, sandbox):
     await asyncio.sleep(0.2)
     assert not waiter.done()  # blocked inside ovsdb-server's wait
     async with OVSDBClient() as other:
-        await other.connect(sandbox.endpoint)
+        await other.connect(sandbox.db_endpoint)
         await set_column(other, "Interface", port, {"ofport": 12})
     assert await asyncio.wait_for(waiter, 5.0) == 12
 
@@ -488,25 +491,18 @@ async def test_monitor_sees_initial_rows_and_changes(vs, client):
 
 
 @pytest.fixture(scope="module")
-def switch_sandbox(tmp_path_factory):
-    if SANDBOX_MISSING:
-        pytest.skip(f"needs a real ovsdb-server: {SANDBOX_MISSING}")
-    missing = OVSDBSandbox.vswitchd_missing()
+def switch_sandbox():
+    missing = missing_requirements()
     if missing:
         pytest.skip(missing)
-    box = OVSDBSandbox(tmp_path_factory.mktemp("ovsvs"))
-    try:
-        box.start()
-        box.start_vswitchd()
+    with ovs_host("ovsvs") as box:
         yield box
-    finally:
-        box.stop()
 
 
 @pytest.mark.needs_root
 async def test_vswitchd_assigns_ofports(switch_sandbox):
     async with OVSDBClient() as client:
-        await client.connect(switch_sandbox.endpoint)
+        await client.connect(switch_sandbox.db_endpoint)
         vs = VSwitch(client)
         bridge = unique("br")
         await vs.ensure_bridge(bridge, "netdev")
