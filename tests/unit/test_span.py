@@ -89,9 +89,9 @@ def names(objects: dict) -> dict[str, set[str]]:
 
 def changes(lines: list[dict]) -> set[tuple[str, str, str]]:
     return {
-        (l["type"], l["kind"], l["name"])
-        for l in lines
-        if l["type"] in ("put", "delete")
+        (line["type"], line["kind"], line["name"])
+        for line in lines
+        if line["type"] in ("put", "delete")
     }
 
 
@@ -118,7 +118,7 @@ async def test_span_follows_changes(world):
         await reader.until(lambda lines: lines)
         # Another host joins n1: h1 gets the endpoint and its new tunnel peer.
         await put_endpoint(state, endpoint("d", "n1", "h3", "10.1.0.3"))
-        await reader.until(lambda l: ("put", "hosts", "h3") in changes(l))
+        await reader.until(lambda seen: ("put", "hosts", "h3") in changes(seen))
         assert changes(reader.lines) == {
             ("put", "endpoints", "d:eth0"),
             ("put", "hosts", "h3"),
@@ -128,7 +128,7 @@ async def test_span_follows_changes(world):
         await put_endpoint(state, endpoint("e", "n2", "h2", "10.2.0.9"))
         # h1 starts on n2 too: n2, its endpoints arrive (h2, h3 already known).
         await put_endpoint(state, endpoint("f", "n2", "h1", "10.2.0.2"))
-        await reader.until(lambda l: ("put", "networks", "t/n2") in changes(l))
+        await reader.until(lambda seen: ("put", "networks", "t/n2") in changes(seen))
         assert {
             ("put", "endpoints", "c:eth0"),
             ("put", "endpoints", "e:eth0"),
@@ -139,7 +139,7 @@ async def test_span_follows_changes(world):
         before = len(reader.lines)
         await delete_endpoint(state, "a:eth0")
         await reader.until(
-            lambda l: ("delete", "networks", "t/n1") in changes(l[before:])
+            lambda seen: ("delete", "networks", "t/n1") in changes(seen[before:])
         )
         gone = changes(reader.lines[before:])
         assert gone == {
@@ -180,6 +180,6 @@ async def test_hub_recovers_from_compaction(world, embedded_store):
         kvs, revision = await embedded_store.range("/")
         await embedded_store.compact(revision)
         await hub.start()
-        await reader.until(lambda l: ("put", "endpoints", "g:eth0") in changes(l))
+        await reader.until(lambda seen: ("put", "endpoints", "g:eth0") in changes(seen))
     finally:
         await reader.close()
