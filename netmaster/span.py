@@ -1,8 +1,10 @@
 """Per-host streams: each agent receives only its span, kept exact as state changes.
 
 A host's span is the networks its endpoints are on, every endpoint of those
-networks, and the hosts those endpoints live on (its tunnel peers) plus itself.
-So what a host receives grows with what it needs, not with agents x endpoints.
+networks, and the hosts those endpoints live on (its tunnel peers) plus itself;
+the endpoint groups of its endpoints, their policies, those policies' rules, the
+groups the rules name, the groups' netprofiles, and the global settings. So
+what a host receives grows with what it needs, not with agents x endpoints.
 
 One SpanHub per replica holds the stream objects in memory, fed by a single
 store watch, and keeps per subscriber the objects it has sent; after each
@@ -31,7 +33,21 @@ from netmaster.store.base import Event, EventType, Store
 
 log = logging.getLogger(__name__)
 
-KINDS = ("networks", "endpoints", "hosts")
+KINDS = (
+    "networks",
+    "endpoints",
+    "hosts",
+    "endpointGroups",
+    "policies",
+    "rules",
+    "netprofiles",
+    "globals",
+)
+#: Configuration kinds: few and rarely changed, so any change to one refreshes
+#: every subscriber rather than keeping indexes for them.
+POLICY_KINDS = frozenset(
+    {"endpointGroups", "policies", "rules", "netprofiles", "globals"}
+)
 PING_INTERVAL_S = 5.0
 #: Lines queued for one subscriber; a subscriber this far behind is cut off
 #: (it re-lists on reconnect) instead of growing memory without bound.
@@ -156,7 +172,39 @@ class SpanHub:
         for peer in peers:
             if (obj := self.objects.get(("hosts", peer))) is not None:
                 view[("hosts", peer)] = obj
+        self._policy_span(host, view)
         return view
+
+    def _policy_span(self, host: str, view: dict[ObjectKey, dict[str, Any]]) -> None:
+        """Add the groups, policies, rules and profiles of ``host``'s endpoints."""
+        groups = {
+            f"{ep['tenantName']}/{ep['endpointGroup']}"
+            for (kind, _), ep in view.items()
+            if kind == "endpoints" and ep["host"] == host and ep.get("endpointGroup")
+        }
+        policies = set()
+        for group in groups:
+            if (obj := self.objects.get(("endpointGroups", group))) is not None:
+                tenant = obj["tenantName"]
+                policies |= {f"{tenant}/{p}" for p in obj.get("policies", ())}
+                if obj.get("netProfile"):
+                    self._add(view, "netprofiles", f"{tenant}/{obj['netProfile']}")
+        named_groups = set()
+        for key, rule in self.objects.items():
+            if key[0] == "rules" and key[1].rpartition("/")[0] in policies:
+                view[key] = rule
+                for side in ("fromEndpointGroup", "toEndpointGroup"):
+                    if rule.get(side):
+                        named_groups.add(f"{rule['tenantName']}/{rule[side]}")
+        for group in groups | named_groups:
+            self._add(view, "endpointGroups", group)
+        for policy in policies:
+            self._add(view, "policies", policy)
+        self._add(view, "globals", "global")
+
+    def _add(self, view: dict[ObjectKey, dict[str, Any]], kind: str, name: str) -> None:
+        if (obj := self.objects.get((kind, name))) is not None:
+            view[(kind, name)] = obj
 
     # -- changes ----------------------------------------------------------------
 
@@ -181,6 +229,8 @@ class SpanHub:
         after: dict[str, Any] | None,
     ) -> list[Subscriber]:
         kind, name = key
+        if kind in POLICY_KINDS:
+            return list(self._subscribers)
         if kind == "hosts":
             # A host matters to whoever shares a network with its endpoints.
             shared = set(self._networks_by_host.get(name, ()))

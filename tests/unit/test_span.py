@@ -84,7 +84,7 @@ class Reader:
 
 def names(objects: dict) -> dict[str, set[str]]:
     key = {"networks": "networkName", "endpoints": "endpointID", "hosts": "hostName"}
-    return {kind: {o[key[kind]] for o in objs} for kind, objs in objects.items()}
+    return {kind: {o[key[kind]] for o in objects[kind]} for kind in key}
 
 
 def changes(lines: list[dict]) -> set[tuple[str, str, str]]:
@@ -181,5 +181,68 @@ async def test_hub_recovers_from_compaction(world, embedded_store):
         await embedded_store.compact(revision)
         await hub.start()
         await reader.until(lambda seen: ("put", "endpoints", "g:eth0") in changes(seen))
+    finally:
+        await reader.close()
+
+
+async def put_raw(state: State, key: str, obj: dict) -> None:
+    from netmaster.keys import ROOT
+    from netmaster.store.base import Put
+
+    await state.txn.commit([], [Put(f"{ROOT}{key}", json.dumps(obj).encode())])
+
+
+async def test_policy_objects_follow_the_groups_of_local_endpoints(world):
+    state, hub = world
+    group = {"tenantName": "t", "groupName": "web", "networkName": "n1",
+             "policies": ["p1"], "netProfile": "gold"}  # fmt: skip
+    await put_raw(state, "endpointGroups/t/web", group)
+    await put_raw(
+        state, "endpointGroups/t/db", {**group, "groupName": "db", "policies": []}
+    )
+    await put_raw(state, "endpointGroups/t/other", {**group, "groupName": "other"})
+    await put_raw(state, "policies/t/p1", {"tenantName": "t", "policyName": "p1"})
+    await put_raw(state, "policies/t/p2", {"tenantName": "t", "policyName": "p2"})
+    rule = {
+        "tenantName": "t",
+        "policyName": "p1",
+        "ruleId": "r1",
+        "fromEndpointGroup": "db",
+    }
+    await put_raw(state, "rules/t/p1/r1", rule)
+    await put_raw(state, "rules/t/p2/r9", {**rule, "policyName": "p2", "ruleId": "r9"})
+    await put_raw(
+        state, "netprofiles/t/gold", {"tenantName": "t", "profileName": "gold"}
+    )
+    await put_raw(state, "globals/global", {"name": "global"})
+    # h1's endpoint joins group web.
+    ep = endpoint("a", "n1", "h1", "10.1.0.1").model_dump()
+    await put_raw(state, "endpoints/a:eth0", {**ep, "endpointGroup": "web"})
+
+    reader = Reader(hub, "h1")
+    try:
+        await reader.until(lambda lines: lines)
+        objects = reader.lines[0]["objects"]
+        assert {g["groupName"] for g in objects["endpointGroups"]} == {"web", "db"}
+        assert [p["policyName"] for p in objects["policies"]] == ["p1"]
+        assert [r["ruleId"] for r in objects["rules"]] == ["r1"]
+        assert [n["profileName"] for n in objects["netprofiles"]] == ["gold"]
+        assert len(objects["globals"]) == 1
+
+        # A new rule in p1 reaches h1; one in an unrelated policy does not.
+        await put_raw(
+            state, "rules/t/p2/r8", {**rule, "policyName": "p2", "ruleId": "r8"}
+        )
+        await put_raw(state, "rules/t/p1/r2", {**rule, "ruleId": "r2"})
+        await reader.until(lambda seen: ("put", "rules", "t/p1/r2") in changes(seen))
+        assert ("put", "rules", "t/p2/r8") not in changes(reader.lines)
+
+        # Host h2 has no grouped endpoint: it sees none of it.
+        other = hub.follow("h2")
+        snapshot = json.loads(await anext(other))
+        await other.aclose()
+        assert (
+            snapshot["objects"]["rules"] == [] and snapshot["objects"]["policies"] == []
+        )
     finally:
         await reader.close()
