@@ -1,114 +1,95 @@
 """``netctl``: the operator's CLI for netmaster, with Contiv's command and flag names.
 
     netctl tenant create|ls|rm|inspect NAME
-    netctl net create -t TENANT -e vxlan|vlan -s SUBNET [-g GW] [-p TAG] NAME
-    netctl net ls|rm|inspect [-t TENANT] NAME
+    netctl net create -t TENANT -e vxlan|vlan -s SUBNET [-g GW] [-p TAG]
+                      [-n data|infra] [--subnetv6 CIDR --gatewayv6 GW] NAME
+    netctl net ls|rm|inspect [-t TENANT] [NAME]
+    netctl group create -t TENANT [-p POLICY]... [-n NETPROFILE]
+                        [--ip-pool A-B] NETWORK GROUP
+    netctl policy create|ls|rm|inspect [-t TENANT] [NAME]
+    netctl policy rule-add -t TENANT [-d in|out] [-p PRIO] [--from-group G]
+                           [--to-group G] [--from-network N] [--to-network N]
+                           [--from-ip IP] [--to-ip IP] [--protocol tcp|udp|icmp]
+                           [--port N] [-j allow|deny] POLICY RULEID
+    netctl policy rule-rm|rule-ls [-t TENANT] POLICY [RULEID]
+    netctl netprofile create [-t TENANT] [-b 10mbps] [-B KB] [-d DSCP] NAME
+    netctl service create [-t TENANT] --network NET --selector K=V...
+                          --port 80:8080:TCP... [--ip VIP] NAME
+    netctl global info|inspect|set [--vlan-range A-B] [--vxlan-range A-B]
+                                   [--fwd-mode bridge|routing] [--arp-mode proxy|flood]
     netctl endpoint ls|inspect ID
     netctl host ls
 
-``--netmaster URL`` (or ``NETMASTER``) picks the server; ``--json`` prints JSON.
-Exit status: 0 done, 1 the server refused or could not be reached, 2 bad usage.
+Every ``ls`` takes ``-a`` (all tenants) and ``-q`` (names only). ``--netmaster
+URL[,URL]`` (or ``NETMASTER``) picks the server; ``--json`` (before or after
+the verb) prints JSON. Exit status: 0 done, 1 the server refused or could not
+be reached, 2 bad usage (flags, or a value the server found malformed).
+
+Commands of other modules hook in with ``register_<name>(subparsers)``: today
+``netctl/ipam.py``'s ``register_ipam`` when that module exists. A command sets
+``handler`` (an ``async (client, args)`` returning what to print) and either
+``kind`` (a key of ``COLUMNS``) or ``columns`` (a list of fields) as parser
+defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pydantic
 
 from api.client import NetmasterClient
-from api.errors import NetpluginError
-from api.models import Network, Tenant
+from api.errors import NetpluginError, RemoteError, ValidationError
+from netctl.commands import Handler, add_commands
 
 DEFAULT_NETMASTER = "http://127.0.0.1:9999"
+#: How long a command keeps retrying while no replica answers (leader failover).
+DEFAULT_RETRY_BUDGET_S = 15.0
 
-Handler = Callable[[NetmasterClient, argparse.Namespace], Awaitable[Any]]
+#: Modules that add commands of their own when installed: ``register_<name>``.
+OPTIONAL_COMMANDS = ("ipam",)
 
-
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells
-    ]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-# -- handlers: each returns what to print (JSON-able), or None ---------------
-
-
-async def tenant_create(client: NetmasterClient, args: argparse.Namespace) -> Any:
-    tenant = await client.put_tenant(Tenant(tenantName=args.name))
-    return tenant.model_dump(mode="json")
-
-
-async def tenant_ls(client: NetmasterClient, args: argparse.Namespace) -> Any:
-    return [t.model_dump(mode="json") for t in await client.list_tenants()]
-
-
-async def tenant_rm(client: NetmasterClient, args: argparse.Namespace) -> Any:
-    await client.delete_tenant(args.name)
-    return None
-
-
-async def tenant_inspect(client: NetmasterClient, args: argparse.Namespace) -> Any:
-    return await client.request("GET", f"tenants/{args.name}/")
-
-
-async def net_create(client: NetmasterClient, args: argparse.Namespace) -> Any:
-    network = Network(
-        tenantName=args.tenant,
-        networkName=args.name,
-        encap=args.encap,
-        pktTag=args.pkt_tag,
-        subnet=args.subnet,
-        gateway=args.gateway,
-        nwType=args.nw_type,
-    )
-    return (await client.put_network(network)).model_dump(mode="json")
-
-
-async def net_ls(client: NetmasterClient, args: argparse.Namespace) -> Any:
-    networks = await client.list_networks()
-    return [
-        n.model_dump(mode="json")
-        for n in networks
-        if args.all or n.tenantName == args.tenant
-    ]
-
-
-async def net_rm(client: NetmasterClient, args: argparse.Namespace) -> Any:
-    await client.delete_network(args.tenant, args.name)
-    return None
-
-
-async def net_inspect(client: NetmasterClient, args: argparse.Namespace) -> Any:
-    return await client.inspect("networks", f"{args.tenant}:{args.name}")
-
-
-async def endpoint_ls(client: NetmasterClient, args: argparse.Namespace) -> Any:
-    return [e.model_dump(mode="json") for e in await client.list_endpoints()]
-
-
-async def endpoint_inspect(client: NetmasterClient, args: argparse.Namespace) -> Any:
-    return await client.inspect("endpoints", args.id)
-
-
-async def host_ls(client: NetmasterClient, args: argparse.Namespace) -> Any:
-    return [h.model_dump(mode="json") for h in await client.list_hosts()]
-
-
-COLUMNS = {
+COLUMNS: dict[str, list[str]] = {
     "tenant": ["tenantName"],
     "net": ["tenantName", "networkName", "encap", "pktTag", "subnet", "gateway"],
+    "group": [
+        "tenantName",
+        "groupName",
+        "networkName",
+        "endpointGroupId",
+        "policies",
+        "netProfile",
+        "ipPool",
+    ],
+    "policy": ["tenantName", "policyName"],
+    "rule": [
+        "ruleId",
+        "direction",
+        "priority",
+        "endpointGroup",
+        "network",
+        "ipAddress",
+        "protocol",
+        "port",
+        "action",
+    ],
+    "netprofile": ["tenantName", "profileName", "bandwidth", "burst", "DSCP"],
+    "service": [
+        "tenantName",
+        "serviceName",
+        "networkName",
+        "ipAddress",
+        "selectors",
+        "ports",
+    ],
+    "global": ["name", "vlans", "vxlans", "fwdMode", "arpMode"],
     "endpoint": [
         "endpointID",
         "tenantName",
@@ -120,84 +101,122 @@ COLUMNS = {
     "host": ["hostName", "vtepIP"],
 }
 
+#: The field ``-q`` prints, per kind.
+NAMES = {
+    "tenant": "tenantName",
+    "net": "networkName",
+    "group": "groupName",
+    "policy": "policyName",
+    "rule": "ruleId",
+    "netprofile": "profileName",
+    "service": "serviceName",
+    "endpoint": "endpointID",
+    "host": "hostName",
+}
+
+
+def _rule_row(rule: dict[str, Any]) -> dict[str, Any]:
+    # Contiv's table: one column per match, from or to as the direction says.
+    side = "from" if rule.get("direction") == "in" else "to"
+    return {
+        **rule,
+        "endpointGroup": rule.get(f"{side}EndpointGroup", ""),
+        "network": rule.get(f"{side}Network", ""),
+        "ipAddress": rule.get(f"{side}IpAddress", ""),
+    }
+
+
+ROWS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"rule": _rule_row}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[_cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="netctl", description="Manage netplugin through netmaster."
+        prog="netctl",
+        description="Manage netplugin through netmaster.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--netmaster",
         default=os.environ.get("NETMASTER", DEFAULT_NETMASTER),
-        help="netmaster URL (env NETMASTER; default %(default)s)",
+        help="netmaster URL, or several comma-separated (env NETMASTER; "
+        "default %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-budget",
+        type=float,
+        default=DEFAULT_RETRY_BUDGET_S,
+        metavar="SECONDS",
+        help="keep retrying this long while netmaster is unreachable or has no "
+        "leader (default %(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     objects = parser.add_subparsers(dest="object", required=True, metavar="OBJECT")
-
-    tenant = objects.add_parser("tenant", help="tenants").add_subparsers(
-        dest="verb", required=True
-    )
-    for verb, handler in (
-        ("create", tenant_create),
-        ("rm", tenant_rm),
-        ("inspect", tenant_inspect),
-    ):
-        sub = tenant.add_parser(verb)
-        sub.add_argument("name")
-        sub.set_defaults(handler=handler, kind="tenant")
-    tenant.add_parser("ls").set_defaults(handler=tenant_ls, kind="tenant")
-
-    net = objects.add_parser("net", aliases=["network"], help="networks")
-    net_verbs = net.add_subparsers(dest="verb", required=True)
-    create = net_verbs.add_parser("create")
-    create.add_argument("name")
-    create.add_argument("-t", "--tenant", default="default")
-    create.add_argument(
-        "-s", "--subnet", required=True, help="CIDR or a.b.c.d-e.f.g.h/len"
-    )
-    create.add_argument("-g", "--gateway", default="")
-    create.add_argument("-e", "--encap", default="vxlan", help="vxlan or vlan")
-    create.add_argument("-p", "--pkt-tag", type=int, default=0, help="VLAN id or VNI")
-    create.add_argument("-n", "--nw-type", default="data", help="data or infra")
-    create.set_defaults(handler=net_create, kind="net")
-    for verb, handler in (("rm", net_rm), ("inspect", net_inspect)):
-        sub = net_verbs.add_parser(verb)
-        sub.add_argument("name")
-        sub.add_argument("-t", "--tenant", default="default")
-        sub.set_defaults(handler=handler, kind="net")
-    ls = net_verbs.add_parser("ls")
-    ls.add_argument("-t", "--tenant", default="default")
-    ls.add_argument("-a", "--all", action="store_true", help="every tenant")
-    ls.set_defaults(handler=net_ls, kind="net")
-
-    endpoint = objects.add_parser("endpoint", aliases=["ep"], help="endpoints")
-    ep_verbs = endpoint.add_subparsers(dest="verb", required=True)
-    ep_verbs.add_parser("ls").set_defaults(handler=endpoint_ls, kind="endpoint")
-    inspect = ep_verbs.add_parser("inspect")
-    inspect.add_argument("id", help="containerID:ifname")
-    inspect.set_defaults(handler=endpoint_inspect, kind="endpoint")
-
-    host = objects.add_parser("host", help="agent hosts")
-    host_verbs = host.add_subparsers(dest="verb", required=True)
-    host_verbs.add_parser("ls").set_defaults(handler=host_ls, kind="host")
+    add_commands(objects)
+    for name in OPTIONAL_COMMANDS:
+        _register_optional(name, objects)
     return parser
 
 
-def render(result: Any, kind: str, as_json: bool) -> str:
+def _register_optional(name: str, objects: Any) -> None:
+    try:
+        module = importlib.import_module(f"netctl.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"netctl.{name}":
+            raise
+        return
+    register: Callable[[Any], None] = getattr(module, f"register_{name}")
+    register(objects)
+
+
+def render(result: Any, args: argparse.Namespace) -> str:
     if result is None:
         return ""
-    if as_json or not isinstance(result, (list, dict)):
+    if args.json or not isinstance(result, (list, dict)):
         return json.dumps(result, indent=2)
-    if isinstance(result, dict):
-        if set(result) == {"Config", "Oper"}:
-            return json.dumps(result, indent=2)
-        result = [result]
-    return _table(result, COLUMNS[kind])
+    if isinstance(result, dict) and set(result) == {"Config", "Oper"}:
+        return json.dumps(result, indent=2)
+    rows = result if isinstance(result, list) else [result]
+    kind = getattr(args, "kind", "")
+    if getattr(args, "quiet", False) and kind in NAMES:
+        return "\n".join(str(row.get(NAMES[kind], "")) for row in rows)
+    columns = getattr(args, "columns", None) or COLUMNS[kind]
+    row_of = ROWS.get(kind)
+    return _table([row_of(row) if row_of else row for row in rows], columns)
 
 
 async def run(args: argparse.Namespace) -> Any:
     handler: Handler = args.handler
-    async with NetmasterClient(args.netmaster) as client:
+    client = NetmasterClient(args.netmaster, retry_budget_s=args.retry_budget)
+    async with client:
         return await handler(client, args)
+
+
+def _usage_error(exc: pydantic.ValidationError) -> None:
+    for error in exc.errors():
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, ValidationError):
+            field, message = cause.field, str(cause)
+        else:
+            field = ".".join(str(p) for p in error["loc"]) or "arguments"
+            message = str(error["msg"]).removeprefix("Value error, ")
+        print(f"netctl: invalid {field}: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,14 +224,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = asyncio.run(run(args))
     except pydantic.ValidationError as exc:
-        for error in exc.errors():
-            field = ".".join(str(p) for p in error["loc"]) or "arguments"
-            print(f"netctl: invalid {field}: {error['msg']}", file=sys.stderr)
+        _usage_error(exc)
         return 2
+    except RemoteError as exc:
+        print(f"netctl: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # The server found a value malformed: that is bad usage too.
+        return 2 if exc.status == 400 else 1
     except NetpluginError as exc:
         print(f"netctl: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    output = render(result, args.kind, args.json)
+    except ValueError as exc:
+        # A malformed --netmaster list (api.client.parse_urls).
+        print(f"netctl: {exc}", file=sys.stderr)
+        return 2
+    output = render(result, args)
     if output:
         print(output)
     return 0

@@ -82,7 +82,7 @@ async def test_bad_flags_exit_2_naming_the_field(netmaster_url, capsys):
 
 
 async def test_unreachable_netmaster_is_a_clear_error(capsys):
-    code = await netctl("http://127.0.0.1:9", "tenant", "ls")
+    code = await netctl("http://127.0.0.1:9", "--retry-budget", "0", "tenant", "ls")
     assert code == 1
     assert "cannot reach http://127.0.0.1:9/api/v1/tenants/" in capsys.readouterr().err
 
