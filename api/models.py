@@ -1,7 +1,8 @@
 """The object model netmaster serves and every front end sends: pydantic v2.
 
 Field names follow Contiv's REST objects (``tenantName``, ``networkName``,
-``encap``, ``pktTag``, ``subnet``, ``gateway``) so Contiv users' payloads work.
+``encap``, ``pktTag``, ``subnet``, ``gateway``, ``ipv6Subnet``, ``ipv6Gateway``,
+``ipv6Address``) so Contiv users' payloads work.
 Validation happens here, at the edge: a model that constructs is well formed;
 whether it fits the current state (parents exist, tags free) is netmaster's job.
 """
@@ -95,6 +96,50 @@ class Subnet:
         return self.network.network_address + offset
 
 
+#: IPv6 prefix lengths a network may have: /64 (the usual LAN) down to /126.
+IPV6_PREFIX_RANGE = (64, 126)
+
+
+class Subnet6:
+    """A parsed ``ipv6Subnet``: a CIDR of /64 to /126, with its assignable range.
+
+    Offset 0, the subnet-router anycast address (RFC 4291, 2.6.1), is never
+    handed out; IPv6 has no broadcast, so the range runs to the last address.
+    """
+
+    __slots__ = ("network", "first", "last")
+
+    def __init__(self, text: str) -> None:
+        try:
+            network = ipaddress.IPv6Network(text.strip(), strict=False)
+        except ValueError as exc:
+            raise ValueError(
+                f"{text!r} is not an IPv6 CIDR such as fd00:1:2::/64"
+            ) from exc
+        low, high = IPV6_PREFIX_RANGE
+        if not low <= network.prefixlen <= high:
+            raise ValueError(f"IPv6 prefix length must be between /{low} and /{high}")
+        given = ipaddress.IPv6Address(text.strip().partition("/")[0])
+        if given != network.network_address:
+            raise ValueError(f"{given} has host bits set; use {network.compressed}")
+        self.network = network
+        self.first = network.network_address + 1
+        self.last = network.broadcast_address
+
+    def offset(self, address: ipaddress.IPv6Address) -> int:
+        return int(address) - int(self.network.network_address)
+
+    def address(self, offset: int) -> ipaddress.IPv6Address:
+        return self.network.network_address + offset
+
+
+def _ipv6(value: str, what: str) -> ipaddress.IPv6Address:
+    try:
+        return ipaddress.IPv6Address(value)
+    except ValueError as exc:
+        raise ValueError(f"{what} {value!r} is not an IPv6 address") from exc
+
+
 class Network(_Model):
     tenantName: Name
     networkName: Name
@@ -104,12 +149,26 @@ class Network(_Model):
     subnet: str
     gateway: str = ""
     nwType: NetworkType = NetworkType.DATA
+    #: Dual stack: an IPv6 CIDR (/64 to /126); endpoints then get one of each.
+    ipv6Subnet: str = ""
+    ipv6Gateway: str = ""
 
     @field_validator("subnet")
     @classmethod
     def _check_subnet(cls, value: str) -> str:
         Subnet(value)
         return value.strip()
+
+    @field_validator("ipv6Subnet")
+    @classmethod
+    def _check_ipv6_subnet(cls, value: str) -> str:
+        # Stored compressed, so that equal networks compare equal as text.
+        return Subnet6(value).network.compressed if value.strip() else ""
+
+    @field_validator("ipv6Gateway")
+    @classmethod
+    def _check_ipv6_gateway(cls, value: str) -> str:
+        return _ipv6(value.strip(), "ipv6Gateway").compressed if value.strip() else ""
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
@@ -133,6 +192,16 @@ class Network(_Model):
                 raise ValueError(
                     f"gateway {self.gateway} must be a host address of {subnet.network}"
                 )
+        if self.ipv6Gateway:
+            if not self.ipv6Subnet:
+                raise ValueError("ipv6Gateway needs an ipv6Subnet")
+            subnet6 = Subnet6(self.ipv6Subnet)
+            gateway6 = ipaddress.IPv6Address(self.ipv6Gateway)
+            if gateway6 not in subnet6.network or gateway6 == subnet6.network[0]:
+                raise ValueError(
+                    f"ipv6Gateway {self.ipv6Gateway} must be a host address of "
+                    f"{subnet6.network.compressed}"
+                )
         return self
 
     @property
@@ -141,6 +210,10 @@ class Network(_Model):
 
     def parsed_subnet(self) -> Subnet:
         return Subnet(self.subnet)
+
+    def parsed_subnet6(self) -> Subnet6 | None:
+        """The IPv6 subnet of a dual-stack network, None for IPv4 only."""
+        return Subnet6(self.ipv6Subnet) if self.ipv6Subnet else None
 
 
 class NetworkOper(_Model):
@@ -161,6 +234,10 @@ class EndpointRequest(_Model):
     host: Name
     #: A specific address to reserve; absent means the lowest free one.
     ipAddress: str = ""
+    #: The same for IPv6, on a dual-stack network.
+    ipv6Address: str = ""
+    #: Allocate from this endpoint group's ``ipPool`` instead of the subnet.
+    endpointGroup: Annotated[str, Field(pattern=r"^$|" + NAME_PATTERN)] = ""
 
     @field_validator("ipAddress")
     @classmethod
@@ -171,6 +248,16 @@ class EndpointRequest(_Model):
             except ValueError as exc:
                 raise ValueError(f"{value!r} is not an IPv4 address") from exc
         return value
+
+    @field_validator("ipv6Address")
+    @classmethod
+    def _check_ipv6(cls, value: str) -> str:
+        return _ipv6(value.strip(), "ipv6Address").compressed if value.strip() else ""
+
+    @property
+    def is_static(self) -> bool:
+        """Whether the caller asked for specific addresses."""
+        return bool(self.ipAddress or self.ipv6Address)
 
     @property
     def endpoint_id(self) -> str:
@@ -195,6 +282,11 @@ class Endpoint(_Model):
     macAddress: str
     encap: Encap
     pktTag: int
+    #: Set on a dual-stack network only.
+    ipv6Address: str = ""
+    ipv6PrefixLen: int = 0
+    ipv6Gateway: str = ""
+    endpointGroup: str = ""
 
 
 class Host(_Model):

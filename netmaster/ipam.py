@@ -1,9 +1,11 @@
 """Address and tag pools as sets of integer offsets, stored as sorted ranges.
 
 A pool is the list of allocated ``[first, last]`` runs. Sequential allocation
-keeps it a handful of runs whatever the subnet size, so one store value holds a
-network's whole allocation state and one transaction can update it together with
-the endpoint records it hands addresses to. Pure code: no I/O.
+keeps it a handful of runs whatever the subnet size (a /64 included), so one
+store value holds a network's allocation state and one transaction can update
+it together with the endpoint records it hands addresses to. A network's state
+is two records: its IPv4 runs at ``keys.ipam_key`` and a ``PoolRecord`` at
+``pool_key`` (IPv6 runs, quarantine, ledger counters). Pure code: no I/O.
 """
 
 from __future__ import annotations
@@ -12,7 +14,18 @@ import bisect
 import json
 from collections.abc import Iterable, Iterator
 
+from pydantic import BaseModel, ConfigDict
+
 from api.errors import StoreError
+
+#: IPAM's own records: pool records, ledgers and host leases. Outside
+#: ``keys.ROOT`` on purpose: the agents' stream lists and watches ROOT, and
+#: ledger entries (up to a thousand per network) are none of an agent's business.
+IPAM_ROOT = "/netplugin-ipam/"
+
+
+def pool_key(tenant: str, network: str) -> str:
+    return f"{IPAM_ROOT}pools/{tenant}/{network}"
 
 
 class IntervalSet:
@@ -99,3 +112,48 @@ class IntervalSet:
             if first < 0 or last < first:
                 raise StoreError(f"pool record {key!r} has a bad run [{first}, {last}]")
         return cls(parsed)
+
+
+class QuarantineEntry(BaseModel):
+    """Addresses of a reclaimed endpoint, kept off the free list until ``until``.
+
+    ``until`` is wall-clock time (seconds since the epoch): it is persisted and
+    read by every replica, and a monotonic clock means nothing across processes.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpointID: str
+    ipv4: int | None = None
+    ipv6: int | None = None
+    until: float
+
+
+class PoolRecord(BaseModel):
+    """A network's allocation state beside its IPv4 runs (``keys.ipam_key``).
+
+    ``networkRevision`` is the create revision of the network it belongs to:
+    a record left behind by a deleted network of the same name is recognised
+    and started afresh (its ledger counters carry on, so ledger keys stay
+    unique).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    networkRevision: int = 0
+    #: IPv6 offsets held by endpoints, as ``[first, last]`` runs.
+    ipv6: list[tuple[int, int]] = []
+    quarantine: list[QuarantineEntry] = []
+    #: Sequence number of the next ledger entry, and of the oldest one kept.
+    ledgerNext: int = 0
+    ledgerFloor: int = 0
+
+    def dumps(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def loads(cls, data: bytes, key: str) -> PoolRecord:
+        try:
+            return cls.model_validate_json(data)
+        except ValueError as exc:
+            raise StoreError(f"pool record {key!r} is corrupt: {exc}") from exc

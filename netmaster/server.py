@@ -1,24 +1,74 @@
 """netmaster's REST API under ``/api/v1/``: an ASGI app (FastAPI) over State.
 
-Keys in paths are colon-joined as Contiv's are: ``/api/v1/networks/t1:net1/``.
+Every kind of ``netmaster.registry`` gets Contiv's scheme::
+
+    GET    /api/v1/<plural>/                 list
+    GET    /api/v1/<plural>/<key>/           read one
+    POST   /api/v1/<plural>/<key>/           create or update (PUT alike)
+    DELETE /api/v1/<plural>/<key>/           delete
+    GET    /api/v1/inspect/<plural>/<key>/   {"Config": ..., "Oper": ...}
+
+also under the collection spellings Contiv clients use (``policys``). Keys
+are colon-joined (``t1:net1``, ``t1:pol:rule1``) and the body of a POST must
+name the object its path names. Endpoints are read-only here except for the
+agents' create and delete; ``/api/v1/watch/`` is the agents' stream.
+
 Every error leaves as JSON ``{"error": ClassName, "message": ...}`` (plus
-``field``/``value``/``expected`` for validation errors) with a 4xx status; the
-body of a POST must name the same object as its path.
+``field``/``value``/``expected`` for validation errors) with a 4xx status, or
+503 when the store cannot be reached; the OpenAPI document at
+``/openapi.json`` describes them.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import Any
+import re
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import NetpluginError, ValidationError
-from api.models import Endpoint, EndpointRequest, Host, Network, Tenant
-from netmaster import ha
+from api.models import (
+    CONTAINER_ID_PATTERN,
+    IFNAME_PATTERN,
+    Endpoint,
+    EndpointRequest,
+    NetworkOper,
+)
+from api.objects import (
+    Deleted,
+    EndpointGroupOper,
+    EndpointOper,
+    ErrorBody,
+    Global,
+    GlobalOper,
+    NetprofileOper,
+    PolicyOper,
+    RuleOper,
+    ServiceLBOper,
+    TenantOper,
+)
+from netmaster import ha, routes_ipam
 from netmaster.leader import Leadership, SoloLeadership
+from netmaster.registry import (
+    ENDPOINT_GROUP,
+    GLOBAL,
+    HOST,
+    NETPROFILE,
+    NETWORK,
+    POLICY,
+    RULE,
+    SERVICE_LB,
+    TENANT,
+    Kind,
+)
 from netmaster.span import SpanHub
 from netmaster.state import State
 from netmaster.store.base import Store
@@ -28,48 +78,419 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 
+M = TypeVar("M", bound=BaseModel)
 
-def _split_key(key: str, parts: int, form: str) -> list[str]:
-    pieces = key.split(":")
-    if len(pieces) != parts or not all(pieces):
-        raise ValidationError("key", key, form)
-    return pieces
+_ENDPOINT_ID_RE = re.compile(f"^{CONTAINER_ID_PATTERN[1:-1]}:{IFNAME_PATTERN[1:-1]}$")
+
+#: An object of each kind, as the OpenAPI document shows it (and the fuzz
+#: test creates it, so generated requests also reach existing objects).
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "tenant": {"tenantName": "blue"},
+    "network": {
+        "tenantName": "blue",
+        "networkName": "web",
+        "encap": "vxlan",
+        "subnet": "10.1.1.0/24",
+        "gateway": "10.1.1.254",
+    },
+    "netprofile": {
+        "tenantName": "blue",
+        "profileName": "gold",
+        "bandwidth": "100mbps",
+        "burst": 128,
+        "DSCP": 10,
+    },
+    "policy": {"tenantName": "blue", "policyName": "web-in"},
+    "endpointGroup": {
+        "tenantName": "blue",
+        "groupName": "web-tier",
+        "networkName": "web",
+        "policies": ["web-in"],
+        "netProfile": "gold",
+        "ipPool": "10.1.1.10-10.1.1.50",
+    },
+    "rule": {
+        "tenantName": "blue",
+        "policyName": "web-in",
+        "ruleId": "1",
+        "direction": "in",
+        "priority": 10,
+        "fromEndpointGroup": "web-tier",
+        "protocol": "tcp",
+        "port": 80,
+        "action": "allow",
+    },
+    "serviceLB": {
+        "tenantName": "blue",
+        "serviceName": "web-svc",
+        "networkName": "web",
+        "selectors": ["app=web"],
+        "ports": ["80:8080:TCP"],
+        "ipAddress": "10.1.1.200",
+    },
+    "global": {
+        "name": "global",
+        "vlans": "1-4094",
+        "vxlans": "1-10000",
+        "fwdMode": "bridge",
+        "arpMode": "proxy",
+    },
+    "host": {"hostName": "node1", "vtepIP": "10.0.0.11"},
+}
 
 
-def _same(field: str, in_body: str, in_path: str) -> None:
-    if in_body != in_path:
-        raise ValidationError(field, in_body, f"{in_path!r} as named in the URL")
+EndpointKey = Annotated[
+    str, Path(description="The key, containerID:ifname", examples=["4f2a9c01:eth0"])
+]
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _error(what: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": what}
+
+
+BAD_REQUEST: Responses = {400: _error("Malformed key or body; names field and value")}
+NOT_FOUND: Responses = {404: _error("The object, or one it refers to, does not exist")}
+CONFLICT: Responses = {409: _error("Clashes with the current state, or still in use")}
+UNAVAILABLE: Responses = {503: _error("The state store cannot be reached; retry")}
+
+
+#: Error class names for Starlette's own refusals.
+_HTTP_ERRORS = {404: "NotFoundError", 405: "MethodNotAllowedError"}
 
 
 def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
-    first = exc.errors()[0] if exc.errors() else {}
-    location = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
-    field = ".".join(location) or "body"
-    message = str(first.get("msg", "invalid request"))
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, ValidationError):
+        # A check spanning fields (api.objects) names the field itself.
+        field, value, expected = cause.field, repr(cause.value), cause.expected
+    else:
+        location = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+        field = ".".join(location) or "body"
+        value = repr(first.get("input"))
+        expected = str(first.get("msg", "invalid request"))
+    expected = expected.removeprefix("Value error, ")
     return {
         "error": "ValidationError",
         "field": field,
-        "value": repr(first.get("input")),
-        "expected": message.removeprefix("Value error, "),
-        "message": f"{field}: {message.removeprefix('Value error, ')}",
+        "value": value,
+        "expected": expected,
+        "message": f"{field}={value}: {expected}",
         "errors": [
             {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg")}
-            for e in exc.errors()
+            for e in errors
         ],
     }
+
+
+def _check_endpoint_id(key: str) -> str:
+    if not _ENDPOINT_ID_RE.match(key):
+        raise ValidationError("key", key, "containerID:ifname such as 4f2a9c:eth0")
+    return key
+
+
+def _with_signature(
+    func: Callable[..., Any], *params: inspect.Parameter
+) -> Callable[..., Any]:
+    # FastAPI reads parameters from the signature; the generic handlers below
+    # get their kind's path and body types this way.
+    func.__signature__ = inspect.Signature(list(params))  # type: ignore[attr-defined]
+    return func
+
+
+def _key_param(kind: Kind[Any], example: str) -> inspect.Parameter:
+    annotation = Annotated[
+        str, Path(description=f"The key, {kind.key_form}", examples=[example])
+    ]
+    return inspect.Parameter(
+        "key", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation
+    )
+
+
+def _add_kind(
+    app: FastAPI,
+    kind: Kind[M],
+    *,
+    list_fn: Callable[[], Awaitable[list[M]]],
+    get_fn: Callable[[str], Awaitable[M]],
+    put_fn: Callable[[M], Awaitable[M]],
+    delete_fn: Callable[[str], Awaitable[Any]],
+    oper_model: type[BaseModel],
+    oper_fn: Callable[[M], Awaitable[BaseModel]],
+) -> None:
+    """Register the five routes of ``kind`` under its plural and aliases."""
+    example = EXAMPLES[kind.name]
+    example_key = ":".join(str(example[f]) for f in kind.key_fields)
+    key = _key_param(kind, example_key)
+    body = inspect.Parameter(
+        "body",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        annotation=Annotated[kind.model, Body(examples=[example])],
+    )
+    inspect_model = create_model(
+        f"{kind.model.__name__}Inspect",
+        Config=(kind.model, ...),
+        Oper=(oper_model, ...),
+    )
+    # list[kind.model], spelled so that mypy accepts a runtime type.
+    list_model: Any = list.__class_getitem__(kind.model)
+
+    async def list_objects() -> list[M]:
+        return await list_fn()
+
+    async def get_object(key: str) -> M:
+        return await get_fn(key)
+
+    async def put_object(key: str, body: M) -> M:
+        kind.check_body(body, key)
+        return await put_fn(body)
+
+    async def delete_object(key: str) -> Deleted:
+        await delete_fn(key)
+        return Deleted(deleted=key)
+
+    async def inspect_object(key: str) -> dict[str, Any]:
+        config = await get_fn(key)
+        return {"Config": config, "Oper": await oper_fn(config)}
+
+    _with_signature(get_object, key)
+    _with_signature(put_object, key, body)
+    _with_signature(delete_object, key)
+    _with_signature(inspect_object, key)
+
+    create_errors = {**BAD_REQUEST, **NOT_FOUND, **CONFLICT}
+    routes: list[tuple[str, Callable[..., Any], str, str, Any, Any, str]] = [
+        ("", list_objects, "GET", f"list_{kind.plural}", list_model, {}, "List all"),
+        (
+            "{key}/",
+            get_object,
+            "GET",
+            f"get_{kind.name}",
+            kind.model,
+            {**BAD_REQUEST, **NOT_FOUND},
+            f"Read one {kind.name}",
+        ),
+        (
+            "{key}/",
+            put_object,
+            "POST",
+            f"post_{kind.name}",
+            kind.model,
+            create_errors,
+            f"Create or update a {kind.name}",
+        ),
+        (
+            "{key}/",
+            put_object,
+            "PUT",
+            f"put_{kind.name}",
+            kind.model,
+            create_errors,
+            f"Create or update a {kind.name}",
+        ),
+        (
+            "{key}/",
+            delete_object,
+            "DELETE",
+            f"delete_{kind.name}",
+            Deleted,
+            create_errors,
+            f"Delete a {kind.name} nothing refers to",
+        ),
+    ]
+    for plural in (kind.plural, *kind.aliases):
+        documented = plural == kind.plural
+        suffix = "" if documented else f"_{plural}"
+        paths = [(f"{PREFIX}/{plural}/{rest}", *spec) for rest, *spec in routes]
+        paths.append(
+            (
+                f"{PREFIX}/inspect/{plural}/{{key}}/",
+                inspect_object,
+                "GET",
+                f"inspect_{kind.name}",
+                inspect_model,
+                {**BAD_REQUEST, **NOT_FOUND},
+                f"A {kind.name}'s configuration and runtime state",
+            )
+        )
+        for path, func, method, op, model, errors, summary in paths:
+            app.add_api_route(
+                path,
+                func,
+                methods=[method],
+                response_model=model,
+                responses={**errors, **UNAVAILABLE},
+                operation_id=f"{op}{suffix}",
+                summary=summary,
+                include_in_schema=documented,
+                tags=[kind.name],
+            )
+
+
+def _add_registry_kind(
+    app: FastAPI,
+    state: State,
+    kind: Kind[M],
+    oper_model: type[BaseModel],
+    oper_fn: Callable[[M], Awaitable[BaseModel]],
+) -> None:
+    async def list_fn() -> list[M]:
+        return await state.list_objects(kind)
+
+    async def get_fn(key: str) -> M:
+        return await state.get_object(kind, key)
+
+    async def put_fn(obj: M) -> M:
+        return await state.put_object(kind, obj)
+
+    async def delete_fn(key: str) -> M:
+        return await state.delete_object(kind, key)
+
+    _add_kind(
+        app,
+        kind,
+        list_fn=list_fn,
+        get_fn=get_fn,
+        put_fn=put_fn,
+        delete_fn=delete_fn,
+        oper_model=oper_model,
+        oper_fn=oper_fn,
+    )
+
+
+def _add_global(app: FastAPI, state: State) -> None:
+    async def list_fn() -> list[Global]:
+        return [await state.get_global()]
+
+    async def get_fn(key: str) -> Global:
+        GLOBAL.split(key)
+        if key != "global":
+            raise ValidationError("key", key, "'global': there is one global object")
+        return await state.get_global()
+
+    async def delete_fn(key: str) -> Global:
+        await get_fn(key)
+        return await state.reset_global()
+
+    async def oper_fn(_: Global) -> GlobalOper:
+        return await state.global_oper()
+
+    _add_kind(
+        app,
+        GLOBAL,
+        list_fn=list_fn,
+        get_fn=get_fn,
+        put_fn=state.put_global,
+        delete_fn=delete_fn,
+        oper_model=GlobalOper,
+        oper_fn=oper_fn,
+    )
+
+
+class _NoOper(BaseModel):
+    """Hosts have no runtime state of their own yet."""
+
+
+def _add_endpoints(app: FastAPI, state: State) -> None:
+    """Endpoints are the agents' to create and delete; operators read them."""
+    errors = {**BAD_REQUEST, **NOT_FOUND, **UNAVAILABLE}
+    inspect_model = create_model(
+        "EndpointInspect", Config=(Endpoint, ...), Oper=(EndpointOper, ...)
+    )
+
+    @app.get(f"{PREFIX}/endpoints/", responses=UNAVAILABLE, tags=["endpoint"])
+    async def list_endpoints() -> list[Endpoint]:
+        return await state.endpoints.list()
+
+    @app.get(f"{PREFIX}/endpoints/{{key}}/", responses=errors, tags=["endpoint"])
+    async def get_endpoint(key: EndpointKey) -> Endpoint:
+        return await state.endpoints.get(_check_endpoint_id(key))
+
+    @app.post(
+        f"{PREFIX}/endpoints/{{key}}/",
+        responses={**errors, **CONFLICT},
+        tags=["endpoint"],
+        summary="An agent attaches a container: allocate its address",
+    )
+    @app.put(
+        f"{PREFIX}/endpoints/{{key}}/",
+        responses={**errors, **CONFLICT},
+        tags=["endpoint"],
+        operation_id="put_endpoint",
+        summary="An agent attaches a container: allocate its address",
+    )
+    async def create_endpoint(key: EndpointKey, request: EndpointRequest) -> Endpoint:
+        _check_endpoint_id(key)
+        if request.endpoint_id != key:
+            raise ValidationError(
+                "containerID:ifname", request.endpoint_id, f"{key!r} as in the URL"
+            )
+        return await state.endpoints.create(request)
+
+    @app.delete(
+        f"{PREFIX}/endpoints/{{key}}/",
+        responses=errors,
+        tags=["endpoint"],
+        summary="An agent detaches a container: release its address",
+    )
+    async def delete_endpoint(key: EndpointKey) -> Endpoint:
+        return await state.endpoints.delete(_check_endpoint_id(key))
+
+    @app.get(
+        f"{PREFIX}/inspect/endpoints/{{key}}/",
+        responses=errors,
+        response_model=inspect_model,
+        tags=["endpoint"],
+    )
+    async def inspect_endpoint(key: EndpointKey) -> dict[str, Any]:
+        endpoint = await state.endpoints.get(_check_endpoint_id(key))
+        return {"Config": endpoint, "Oper": await state.endpoint_oper(key)}
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The schema without FastAPI's 422 responses: validation failures are 400s."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            components = schema.get("components", {}).get("schemas", {})
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return build
 
 
 def create_app(store: Store, leadership: Leadership | None = None) -> FastAPI:
     """The REST application; the caller owns ``store`` and closes it.
 
     ``leadership`` says whether this replica may write (default: a single
-    replica that always may); its fence guards every write. The caller closes
-    ``app.state.forwarder`` after serving.
+    replica that always may); its fence guards every write. The caller ends
+    with ``shutdown(app)``.
     """
     leadership = leadership or SoloLeadership("netmaster", "")
     state = State(store, fence=leadership)
 
-    app = FastAPI(title="netmaster", version="0.1.0")
+    app = FastAPI(
+        title="netmaster",
+        version="0.1.0",
+        description="Contiv-style object model of netplugin: tenants, networks, "
+        "endpoint groups, policies and rules, network profiles, service load "
+        "balancers, global settings, hosts and endpoints.",
+    )
     app.state.netmaster = state
     app.state.forwarder = ha.install(app, leadership)
 
@@ -84,116 +505,62 @@ def create_app(store: Store, leadership: Leadership | None = None) -> FastAPI:
             )
         return JSONResponse(exc.to_dict(), status_code=exc.http_status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(
+        request: Request, exc: StarletteHTTPException
+    ) -> JSONResponse:
+        # Starlette's own refusals (no such route, a body that is not JSON at
+        # all) in netmaster's error shape too.
+        if exc.status_code == 400:
+            body = ValidationError("body", "", "a JSON document in UTF-8").to_dict()
+            body["message"] = f"body: {exc.detail}"
+        else:
+            body = {"error": _HTTP_ERRORS.get(exc.status_code, "HTTPError")}
+            body["message"] = str(exc.detail)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(RequestValidationError)
     async def _bad_request(
         request: Request, exc: RequestValidationError
     ) -> JSONResponse:
         return JSONResponse(_validation_body(exc), status_code=400)
 
-    # -- tenants ------------------------------------------------------------
+    async def tenant_oper(obj: Any) -> TenantOper:
+        return await state.tenant_oper(obj)
 
-    @app.get(f"{PREFIX}/tenants/")
-    async def list_tenants() -> list[Tenant]:
-        return await state.list_tenants()
+    async def network_oper(obj: Any) -> NetworkOper:
+        return await state.network_oper(obj.tenantName, obj.networkName)
 
-    @app.get(f"{PREFIX}/tenants/{{key}}/")
-    async def get_tenant(key: str) -> Tenant:
-        return await state.get_tenant(key)
+    async def no_oper(obj: Any) -> _NoOper:
+        return _NoOper()
 
-    @app.post(f"{PREFIX}/tenants/{{key}}/")
-    @app.put(f"{PREFIX}/tenants/{{key}}/")
-    async def put_tenant(key: str, tenant: Tenant) -> Tenant:
-        _same("tenantName", tenant.tenantName, key)
-        return await state.put_tenant(tenant)
-
-    @app.delete(f"{PREFIX}/tenants/{{key}}/")
-    async def delete_tenant(key: str) -> dict[str, str]:
-        await state.delete_tenant(key)
-        return {"deleted": key}
-
-    # -- networks -----------------------------------------------------------
-
-    @app.get(f"{PREFIX}/networks/")
-    async def list_networks() -> list[Network]:
-        return await state.list_networks()
-
-    @app.get(f"{PREFIX}/networks/{{key}}/")
-    async def get_network(key: str) -> Network:
-        tenant, name = _split_key(key, 2, "tenant:network")
-        return await state.get_network(tenant, name)
-
-    @app.post(f"{PREFIX}/networks/{{key}}/")
-    @app.put(f"{PREFIX}/networks/{{key}}/")
-    async def put_network(key: str, network: Network) -> Network:
-        tenant, name = _split_key(key, 2, "tenant:network")
-        _same("tenantName", network.tenantName, tenant)
-        _same("networkName", network.networkName, name)
-        return await state.put_network(network)
-
-    @app.delete(f"{PREFIX}/networks/{{key}}/")
-    async def delete_network(key: str) -> dict[str, str]:
-        tenant, name = _split_key(key, 2, "tenant:network")
-        await state.delete_network(tenant, name)
-        return {"deleted": key}
-
-    @app.get(f"{PREFIX}/inspect/networks/{{key}}/")
-    async def inspect_network(key: str) -> dict[str, Any]:
-        tenant, name = _split_key(key, 2, "tenant:network")
-        config = await state.get_network(tenant, name)
-        oper = await state.network_oper(tenant, name)
-        return {"Config": config.model_dump(), "Oper": oper.model_dump()}
-
-    # -- endpoints ----------------------------------------------------------
-
-    @app.get(f"{PREFIX}/endpoints/")
-    async def list_endpoints() -> list[Endpoint]:
-        return await state.endpoints.list()
-
-    @app.get(f"{PREFIX}/endpoints/{{key}}/")
-    async def get_endpoint(key: str) -> Endpoint:
-        return await state.endpoints.get(key)
-
-    @app.post(f"{PREFIX}/endpoints/{{key}}/")
-    @app.put(f"{PREFIX}/endpoints/{{key}}/")
-    async def create_endpoint(key: str, request: EndpointRequest) -> Endpoint:
-        _same("containerID:ifname", request.endpoint_id, key)
-        return await state.endpoints.create(request)
-
-    @app.delete(f"{PREFIX}/endpoints/{{key}}/")
-    async def delete_endpoint(key: str) -> Endpoint:
-        return await state.endpoints.delete(key)
-
-    @app.get(f"{PREFIX}/inspect/endpoints/{{key}}/")
-    async def inspect_endpoint(key: str) -> dict[str, Any]:
-        endpoint = await state.endpoints.get(key)
-        return {"Config": endpoint.model_dump(), "Oper": {"host": endpoint.host}}
-
-    # -- hosts --------------------------------------------------------------
-
-    @app.get(f"{PREFIX}/hosts/")
-    async def list_hosts() -> list[Host]:
-        return await state.list_hosts()
-
-    @app.get(f"{PREFIX}/hosts/{{key}}/")
-    async def get_host(key: str) -> Host:
-        return await state.get_host(key)
-
-    @app.post(f"{PREFIX}/hosts/{{key}}/")
-    @app.put(f"{PREFIX}/hosts/{{key}}/")
-    async def put_host(key: str, host: Host) -> Host:
-        _same("hostName", host.hostName, key)
-        return await state.put_host(host)
-
-    @app.delete(f"{PREFIX}/hosts/{{key}}/")
-    async def delete_host(key: str) -> dict[str, str]:
-        await state.delete_host(key)
-        return {"deleted": key}
-
-    # -- the agents' stream -------------------------------------------------
+    _add_registry_kind(app, state, TENANT, TenantOper, tenant_oper)
+    _add_registry_kind(app, state, NETWORK, NetworkOper, network_oper)
+    _add_global(app, state)
+    _add_registry_kind(app, state, ENDPOINT_GROUP, EndpointGroupOper, state.group_oper)
+    _add_registry_kind(app, state, POLICY, PolicyOper, state.policy_oper)
+    _add_registry_kind(app, state, RULE, RuleOper, state.rule_oper)
+    _add_registry_kind(app, state, NETPROFILE, NetprofileOper, state.netprofile_oper)
+    _add_registry_kind(app, state, SERVICE_LB, ServiceLBOper, state.service_oper)
+    _add_registry_kind(app, state, HOST, _NoOper, no_oper)
+    _add_endpoints(app, state)
+    routes_ipam.install(app, state)
 
     hub = app.state.span_hub = SpanHub(store)
 
-    @app.get(f"{PREFIX}/watch/")
+    @app.get(
+        f"{PREFIX}/watch/",
+        responses={
+            **BAD_REQUEST,
+            **UNAVAILABLE,
+            200: {
+                "description": "NDJSON: a snapshot, then changes and pings",
+                "content": {"application/x-ndjson": {}},
+            },
+        },
+        response_class=StreamingResponse,
+        tags=["stream"],
+    )
     async def watch(
         revision: int = Query(0, ge=0),
         host: str = Query("", pattern=r"^[A-Za-z0-9_.-]{0,64}$"),
@@ -202,6 +569,7 @@ def create_app(store: Store, leadership: Leadership | None = None) -> FastAPI:
         lines = hub.follow(host) if host else follow(store, revision)
         return StreamingResponse(lines, media_type="application/x-ndjson")
 
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app
 
 

@@ -35,6 +35,8 @@ CONNECT_TIMEOUT_S = 10.0
 #: Reconnect backoff bounds for the netmaster stream, seconds.
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
+#: Pause before renewing the host lease again after a failed renewal, seconds.
+LEASE_RETRY_S = 1.0
 
 
 class Agent:
@@ -91,6 +93,7 @@ class Agent:
             stack.push_async_callback(cniserver.stop)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._follow_netmaster(), name="netmaster-stream")
+                tasks.create_task(self._renew_lease(), name="netmaster-lease")
                 await self.synced.wait()
                 await cniserver.start()
                 log.info("agent ready host=%s round=%d", cfg.host_name, round_)
@@ -104,6 +107,20 @@ class Agent:
         await self.netmaster.put_host(
             Host(hostName=self.config.host_name, vtepIP=self.config.vtep_ip)
         )
+
+    async def _renew_lease(self) -> None:
+        """Heartbeat: netmaster reclaims a host's endpoints once its lease lapses."""
+        path = f"hosts/{self.config.host_name}/lease/"
+        while True:
+            try:
+                lease = await self.netmaster.request("PUT", path)
+                interval_s = float(lease["ttlS"]) / 3
+            except RemoteError as exc:
+                log.warning(
+                    "lease renewal failed retry_s=%.1f error=%s", LEASE_RETRY_S, exc
+                )
+                interval_s = LEASE_RETRY_S
+            await asyncio.sleep(interval_s)
 
     async def _follow_netmaster(self) -> None:
         revision = 0
