@@ -8,12 +8,14 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 
 import uvicorn
 
 from api.errors import ConfigError, NetpluginError
 from api.logs import setup_logging
 from netmaster.leader import EtcdLeadership, Leadership, SoloLeadership
+from netmaster.leases import LeaseConfig
 from netmaster.server import create_app, shutdown
 from netmaster.store import EtcdStore, open_store
 
@@ -55,6 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("NETMASTER_LEADER_TTL", "5")),
         help="seconds a dead leader keeps its role with etcd (env NETMASTER_LEADER_TTL)",
     )
+    lease = LeaseConfig()
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=float(os.environ.get("NETMASTER_LEASE_TTL", lease.ttl_s)),
+        help="seconds an agent's lease lasts without renewal (env NETMASTER_LEASE_TTL)",
+    )
+    parser.add_argument(
+        "--lease-grace",
+        type=float,
+        default=float(os.environ.get("NETMASTER_LEASE_GRACE", lease.grace_s)),
+        help="seconds after expiry before a host's endpoints are released "
+        "(env NETMASTER_LEASE_GRACE)",
+    )
+    parser.add_argument(
+        "--quarantine",
+        type=float,
+        default=float(os.environ.get("NETMASTER_QUARANTINE", lease.quarantine_s)),
+        help="seconds a reclaimed address waits before reuse (env NETMASTER_QUARANTINE)",
+    )
     parser.add_argument(
         "--log-level", default=os.environ.get("NETMASTER_LOG_LEVEL", "INFO")
     )
@@ -62,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def serve(
-    listen: str, store_url: str, advertise_url: str, leader_ttl_s: int
+    listen: str,
+    store_url: str,
+    advertise_url: str,
+    leader_ttl_s: int,
+    lease_config: LeaseConfig,
 ) -> None:
     host, port = parse_listen(listen)
     if leader_ttl_s < 2:
@@ -78,7 +104,8 @@ async def serve(
     else:
         election = None
         leadership = SoloLeadership(identity, url)
-    app = create_app(store, leadership)
+    app = create_app(store, leadership, lease_config)
+    await app.state.ipam.start()
     try:
         config = uvicorn.Config(
             app, host=host, port=port, log_config=None, lifespan="off"
@@ -93,11 +120,29 @@ async def serve(
         await store.close()
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (uvicorn[standard]): cheaper per request."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
-        asyncio.run(serve(args.listen, args.store, args.advertise_url, args.leader_ttl))
+        try:
+            leases = LeaseConfig(args.lease_ttl, args.lease_grace, args.quarantine)
+        except ValueError as exc:
+            raise ConfigError("lease-ttl/lease-grace/quarantine", "", str(exc)) from exc
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(
+                serve(
+                    args.listen, args.store, args.advertise_url, args.leader_ttl, leases
+                )
+            )
     except NetpluginError as exc:
         print(f"netmaster: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -57,6 +57,7 @@ from api.objects import (
 )
 from netmaster import ha, routes_ipam
 from netmaster.leader import Leadership, SoloLeadership
+from netmaster.leases import LeaseConfig
 from netmaster.registry import (
     ENDPOINT_GROUP,
     GLOBAL,
@@ -474,12 +475,19 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
-def create_app(store: Store, leadership: Leadership | None = None) -> FastAPI:
+def create_app(
+    store: Store,
+    leadership: Leadership | None = None,
+    lease_config: LeaseConfig | None = None,
+) -> FastAPI:
     """The REST application; the caller owns ``store`` and closes it.
 
     ``leadership`` says whether this replica may write (default: a single
-    replica that always may); its fence guards every write. The caller ends
-    with ``shutdown(app)``.
+    replica that always may); its fence guards every write, and only the
+    leader reclaims expired hosts' addresses (``lease_config`` sets the
+    timings). The caller may ``await app.state.ipam.start()`` to run the
+    reaper at once (else it starts on the first lease renewal) and ends with
+    ``shutdown(app)``.
     """
     leadership = leadership or SoloLeadership("netmaster", "")
     state = State(store, fence=leadership)
@@ -544,7 +552,9 @@ def create_app(store: Store, leadership: Leadership | None = None) -> FastAPI:
     _add_registry_kind(app, state, SERVICE_LB, ServiceLBOper, state.service_oper)
     _add_registry_kind(app, state, HOST, _NoOper, no_oper)
     _add_endpoints(app, state)
-    routes_ipam.install(app, state)
+    routes_ipam.install(
+        app, state, lease_config=lease_config, is_leader=lambda: leadership.is_leader
+    )
 
     hub = app.state.span_hub = SpanHub(store)
 
@@ -574,6 +584,7 @@ def create_app(store: Store, leadership: Leadership | None = None) -> FastAPI:
 
 
 async def shutdown(app: FastAPI) -> None:
-    """Stop what create_app started (the span hub, the write forwarder)."""
+    """Stop what create_app started: span hub, write forwarder, IPAM workers."""
     await app.state.span_hub.close()
     await app.state.forwarder.close()
+    await app.state.ipam.close()
