@@ -29,6 +29,9 @@ from api.models import Endpoint, EndpointRequest, Host, Network, Tenant
 log = logging.getLogger(__name__)
 
 SERVICE = "netmaster"
+#: Audit headers netmaster's IPAM ledger records (who changed it, and why).
+ACTOR_HEADER = "X-Netplugin-Actor"
+REASON_HEADER = "X-Netplugin-Reason"
 
 
 #: Statuses that mean "this replica cannot serve it now; another may".
@@ -52,9 +55,15 @@ class NetmasterClient:
     """
 
     def __init__(
-        self, base_url: str, timeout_s: float = 10.0, retry_budget_s: float = 15.0
+        self,
+        base_url: str,
+        timeout_s: float = 10.0,
+        retry_budget_s: float = 15.0,
+        actor: str = "",
     ) -> None:
         self.urls = parse_urls(base_url)
+        #: Who netmaster's IPAM ledger records for this client's changes.
+        self.actor = actor
         self.timeout_s = timeout_s
         self.retry_budget_s = retry_budget_s
         self._session: aiohttp.ClientSession | None = None
@@ -68,8 +77,9 @@ class NetmasterClient:
         self.urls.append(self.urls.pop(0))
 
     async def __aenter__(self) -> Self:
+        headers = {ACTOR_HEADER: self.actor} if self.actor else None
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s), headers=headers
         )
         return self
 
@@ -92,14 +102,19 @@ class NetmasterClient:
             raise RuntimeError("NetmasterClient used outside 'async with'")
         return self._session
 
-    async def request(self, method: str, path: str, body: Any = None) -> Any:
-        """One API call, retried across replicas while they are unavailable."""
+    async def request(
+        self, method: str, path: str, body: Any = None, reason: str = ""
+    ) -> Any:
+        """One API call, retried across replicas while they are unavailable.
+
+        ``reason`` is recorded in the IPAM ledger for allocations and releases.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_budget_s
         backoff = BACKOFF_MIN_S
         while True:
             try:
-                return await self._request_once(method, path, body)
+                return await self._request_once(method, path, body, reason)
             except RemoteError as exc:
                 if exc.status not in RETRY_STATUSES and exc.status != 0:
                     raise
@@ -115,10 +130,15 @@ class NetmasterClient:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    async def _request_once(self, method: str, path: str, body: Any) -> Any:
+    async def _request_once(
+        self, method: str, path: str, body: Any, reason: str
+    ) -> Any:
         url = f"{self.base_url}/api/v1/{path.lstrip('/')}"
+        headers = {REASON_HEADER: reason} if reason else None
         try:
-            async with self.session.request(method, url, json=body) as response:
+            async with self.session.request(
+                method, url, json=body, headers=headers
+            ) as response:
                 text = await response.text()
                 payload = json.loads(text) if text else None
                 if response.status >= 400:
@@ -172,16 +192,16 @@ class NetmasterClient:
         result: dict[str, Any] = await self.request("GET", f"inspect/{plural}/{key}/")
         return result
 
-    async def create_endpoint(self, request: EndpointRequest) -> Endpoint:
+    async def create_endpoint(
+        self, request: EndpointRequest, reason: str = ""
+    ) -> Endpoint:
         body = request.model_dump(mode="json")
-        return Endpoint.model_validate(
-            await self.request("POST", f"endpoints/{request.endpoint_id}/", body)
-        )
+        path = f"endpoints/{request.endpoint_id}/"
+        return Endpoint.model_validate(await self.request("POST", path, body, reason))
 
-    async def delete_endpoint(self, endpoint_id: str) -> Endpoint:
-        return Endpoint.model_validate(
-            await self.request("DELETE", f"endpoints/{endpoint_id}/")
-        )
+    async def delete_endpoint(self, endpoint_id: str, reason: str = "") -> Endpoint:
+        path = f"endpoints/{endpoint_id}/"
+        return Endpoint.model_validate(await self.request("DELETE", path, None, reason))
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint:
         return Endpoint.model_validate(

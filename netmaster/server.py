@@ -30,7 +30,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -186,6 +186,15 @@ def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
             for e in errors
         ],
     }
+
+
+def _json(model: BaseModel) -> Response:
+    """A model already validated, serialised once (the allocation hot path).
+
+    Returning the model would have FastAPI validate it against the response
+    model again before serialising: a fifth of a create's server time.
+    """
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def _check_endpoint_id(key: str) -> str:
@@ -415,6 +424,7 @@ def _add_endpoints(app: FastAPI, state: State) -> None:
         f"{PREFIX}/endpoints/{{key}}/",
         responses={**errors, **CONFLICT},
         tags=["endpoint"],
+        response_model=Endpoint,
         summary="An agent attaches a container: allocate its address",
     )
     @app.put(
@@ -422,24 +432,26 @@ def _add_endpoints(app: FastAPI, state: State) -> None:
         responses={**errors, **CONFLICT},
         tags=["endpoint"],
         operation_id="put_endpoint",
+        response_model=Endpoint,
         summary="An agent attaches a container: allocate its address",
     )
-    async def create_endpoint(key: EndpointKey, request: EndpointRequest) -> Endpoint:
+    async def create_endpoint(key: EndpointKey, request: EndpointRequest) -> Response:
         _check_endpoint_id(key)
         if request.endpoint_id != key:
             raise ValidationError(
                 "containerID:ifname", request.endpoint_id, f"{key!r} as in the URL"
             )
-        return await state.endpoints.create(request)
+        return _json(await state.endpoints.create(request))
 
     @app.delete(
         f"{PREFIX}/endpoints/{{key}}/",
         responses=errors,
         tags=["endpoint"],
+        response_model=Endpoint,
         summary="An agent detaches a container: release its address",
     )
-    async def delete_endpoint(key: EndpointKey) -> Endpoint:
-        return await state.endpoints.delete(_check_endpoint_id(key))
+    async def delete_endpoint(key: EndpointKey) -> Response:
+        return _json(await state.endpoints.delete(_check_endpoint_id(key)))
 
     @app.get(
         f"{PREFIX}/inspect/endpoints/{{key}}/",

@@ -43,7 +43,9 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.datapath = choose_datapath(config.datapath)
-        self.netmaster = NetmasterClient(config.netmaster_url)
+        self.netmaster = NetmasterClient(
+            config.netmaster_url, actor=f"agent:{config.host_name}"
+        )
         self.synced = asyncio.Event()
         self._cni_lock = asyncio.Lock()
         self._switch: HostSwitch | None = None
@@ -180,7 +182,8 @@ class Agent:
                 containerID=request.container_id,
                 ifname=request.ifname,
                 host=self.config.host_name,
-            )
+            ),
+            reason="cni add",
         )
         try:
             spec = interfaces.ContainerIface(
@@ -201,7 +204,7 @@ class Agent:
                 await self.sync.local_port_up(endpoint, ofport)
         except BaseException:
             # Nothing half-made survives a failed ADD: no veth, port or address.
-            await self._release(endpoint.endpointID)
+            await self._release(endpoint.endpointID, reason="cni add failed")
             raise
         return cni.add_result(
             version=request.cni_version,
@@ -215,15 +218,17 @@ class Agent:
         )
 
     async def cni_del(self, request: cni.CNIRequest) -> None:
-        await self._release(endpoint_id(request.container_id, request.ifname))
+        await self._release(
+            endpoint_id(request.container_id, request.ifname), reason="cni del"
+        )
 
-    async def _release(self, endpoint_id_: str) -> None:
+    async def _release(self, endpoint_id_: str, reason: str) -> None:
         async with self._cni_lock:
             await self.sync.local_port_down(endpoint_id_)
             await self.switch.delete_endpoint_port(interfaces.host_ifname(endpoint_id_))
             await interfaces.delete(endpoint_id_)
         try:
-            await self.netmaster.delete_endpoint(endpoint_id_)
+            await self.netmaster.delete_endpoint(endpoint_id_, reason=reason)
         except RemoteError as exc:
             if exc.status != 404:
                 raise

@@ -137,3 +137,24 @@ async def test_lease_renewal_answers_ttl_and_expiry(client):
     with pytest.raises(RemoteError) as bad:
         await client.request("PUT", "hosts/bad%20name/lease/")
     assert bad.value.status == 400
+
+
+async def test_client_actor_and_reason_reach_the_ledger(netmaster_url):
+    from api.client import NetmasterClient
+    from api.models import EndpointRequest, Network, Tenant
+
+    async with NetmasterClient(netmaster_url, actor="agent:h7") as agent:
+        await agent.put_tenant(Tenant(tenantName="audit"))
+        await agent.put_network(
+            Network(tenantName="audit", networkName="n", subnet="10.77.0.0/24")
+        )
+        request = EndpointRequest(
+            tenantName="audit", networkName="n", containerID="c1", host="h7"
+        )
+        await agent.create_endpoint(request, reason="cni add")
+        await agent.delete_endpoint("c1:eth0", reason="cni del")
+        ledger = await agent.request("GET", "ledger/audit:n/")
+    assert [(e["actor"], e["reason"]) for e in ledger] == [
+        ("agent:h7", "cni add"),
+        ("agent:h7", "cni del"),
+    ]
