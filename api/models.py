@@ -145,7 +145,7 @@ class Network(_Model):
     networkName: Name
     encap: Encap = Encap.VXLAN
     #: VLAN id or VNI; 0 or absent asks netmaster to allocate one.
-    pktTag: int = Field(default=0, ge=0)
+    pktTag: int = Field(strict=True, default=0, ge=0)
     subnet: str
     gateway: str = ""
     nwType: NetworkType = NetworkType.DATA

@@ -526,6 +526,17 @@ class NetworkHandler(Handler[Network]):
                     f"subnet {new.subnet} overlaps {other.subnet} of network "
                     f"{other.key}; networks of one tenant need disjoint subnets"
                 )
+            if (
+                new.ipv6Subnet
+                and other.ipv6Subnet
+                and ipaddress.IPv6Network(new.ipv6Subnet).overlaps(
+                    ipaddress.IPv6Network(other.ipv6Subnet)
+                )
+            ):
+                raise ConflictError(
+                    f"ipv6Subnet {new.ipv6Subnet} overlaps {other.ipv6Subnet} of "
+                    f"network {other.key}; networks of one tenant need disjoint subnets"
+                )
 
         tags = await plan.read(tag_pool_key(new.encap))
         pool = IntervalSet.loads(tags.value or b"[]", tags.key)
@@ -696,6 +707,15 @@ class ServiceHandler(Handler[ServiceLB]):
                 new.ipAddress,
                 f"a host address of {subnet} (network {network.key}) other than "
                 "its gateway",
+            )
+        # The allocator writes this pool with every endpoint, so reading it here
+        # (the plan compares its revision) keeps a VIP off an endpoint's address.
+        addresses = await plan.read(ipam_key(network.tenantName, network.networkName))
+        held = IntervalSet.loads(addresses.value or b"[]", addresses.key)
+        if network.parsed_subnet().offset(vip) in held:
+            raise ConflictError(
+                f"ipAddress {new.ipAddress} is held by an endpoint of network "
+                f"{network.key}; choose a free address for the VIP"
             )
         me = Link("serviceLB", new.key)
         for other in await _sibling_records(plan, network_link, KINDS["serviceLB"], me):
