@@ -96,3 +96,14 @@ class CNIServer:
             log.warning("cni request failed error=%s", exc)
             status = 400 if isinstance(exc, cni.CNIRequestError) else 500
             return web.json_response(cni.error_for(exc, version), status=status)
+        except Exception as exc:
+            # A bug, not a refusal: keep the traceback in the agent's log, and
+            # still answer the runtime with a CNI error object it can parse.
+            log.exception("cni request crashed")
+            body = cni.error_object(
+                cni.PLUGIN_FAILURE,
+                "internal error",
+                f"{type(exc).__name__}: {exc}",
+                version,
+            )
+            return web.json_response(body, status=500)

@@ -85,7 +85,11 @@ def call_agent(socket_path: str, request: cni.CNIRequest) -> tuple[int, Any]:
             headers={"Content-Type": "application/json"},
         )
         response = connection.getresponse()
-        return response.status, json.loads(response.read() or b"null")
+        raw = response.read()
+        try:
+            return response.status, json.loads(raw or b"null")
+        except json.JSONDecodeError:
+            return response.status, raw.decode(errors="replace")[:200]
     finally:
         connection.close()
 

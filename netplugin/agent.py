@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from contextlib import AsyncExitStack
 from typing import Any
@@ -175,6 +176,13 @@ class Agent:
         return self.config.underlay_mtu
 
     async def cni_add(self, request: cni.CNIRequest) -> dict[str, Any]:
+        if not os.path.exists(request.netns):
+            raise cni.CNIRequestError(
+                cni.UNKNOWN_CONTAINER,
+                "CNI_NETNS",
+                request.netns,
+                "the path of the container's existing network namespace",
+            )
         endpoint = await self.netmaster.create_endpoint(
             EndpointRequest(
                 tenantName=request.tenant,

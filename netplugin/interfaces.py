@@ -79,6 +79,11 @@ async def create(endpoint_id: str, spec: ContainerIface) -> str:
         await _configure_peer(peer, spec)
     except PyrouteNetlinkError as exc:
         raise NetlinkError(f"create veth {host}", exc.code, str(exc)) from exc
+    except OSError as exc:
+        # The namespace vanished between the check and the move, say.
+        raise NetlinkError(
+            f"move {peer} into {spec.netns}", exc.errno or errno.EIO, str(exc)
+        ) from exc
     if spec.tx_offload_off:
         await _tx_offload_off(spec.netns, spec.ifname)
     log.info(

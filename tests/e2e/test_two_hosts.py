@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from testbed import netns as ns
 from testbed.ovs import missing_requirements
 from testbed.topology import Container, Deployment
 
@@ -154,6 +155,38 @@ def test_cni_add_to_missing_network_is_a_cni_error(deployment):
     # Nothing was allocated for it.
     endpoints = json.loads(deployment.netctl("--json", "endpoint", "ls").stdout)
     assert not any(e["containerID"] == name for e in endpoints)
+
+
+def test_failed_add_midway_leaks_no_address(deployment):
+    # netmaster allocates, then the agent cannot build the interface (the
+    # namespace already has an eth0): Contiv kept such addresses allocated for
+    # good; the failed ADD must give it back and say why in the ledger.
+    netns = deployment._add_netns("e2e-busy")
+    ns.run(["ip", "link", "add", "eth0", "type", "veth", "peer", "eth0p"], netns=netns)
+    busy = Container("busy", netns, deployment.hosts[0], "vx", TENANT)
+    proc = deployment.cni("ADD", busy)
+    assert proc.returncode != 0
+    error = json.loads(proc.stdout)
+    assert error["code"] >= 100 and "eth0" in error["details"]
+    endpoints = json.loads(deployment.netctl("--json", "endpoint", "ls").stdout)
+    assert not any(e["containerID"] == "busy" for e in endpoints)
+    ledger = json.loads(
+        deployment.netctl("--json", "ipam", "ledger", "-t", TENANT, "vx").stdout
+    )
+    reasons = [e["reason"] for e in ledger if e["endpointID"] == "busy:eth0"]
+    assert reasons == ["cni add", "cni add failed"]
+
+
+def test_add_into_a_missing_namespace_allocates_nothing(deployment):
+    ghost = Container("ghost2", "e2e-no-such-netns", deployment.hosts[0], "vx", TENANT)
+    proc = deployment.cni("ADD", ghost)
+    assert proc.returncode != 0
+    error = json.loads(proc.stdout)
+    assert error["code"] == 3 and "CNI_NETNS" in error["msg"] + error["details"]
+    ledger = json.loads(
+        deployment.netctl("--json", "ipam", "ledger", "-t", TENANT, "vx").stdout
+    )
+    assert not any(e["endpointID"] == "ghost2:eth0" for e in ledger)
 
 
 def test_container_delete_and_readd_frees_and_reuses_its_address(deployment):
