@@ -39,6 +39,8 @@ class RecordingBackend:
 
     async def cni_del(self, request: cni.CNIRequest) -> None:
         self.calls.append(("DEL", request))
+        if request.container_id == "crash":
+            raise RuntimeError("boom")
 
     async def cni_check(self, request: cni.CNIRequest) -> None:
         self.calls.append(("CHECK", request))
@@ -180,3 +182,12 @@ async def test_backend_errors_become_cni_errors(server):
     assert status == 1 and out["code"] == 7 and "missing" in out["details"]
     status, out = await shim(runtime_env("CHECK"), netconf(srv.socket_path))
     assert status == 1 and out["code"] == 3
+
+
+async def test_a_crashing_backend_still_answers_a_cni_error(server, caplog):
+    srv, _ = server
+    env = runtime_env("DEL", CNI_CONTAINERID="crash")
+    status, out = await shim(env, netconf(srv.socket_path))
+    assert status == 1
+    assert out["code"] == 100 and "RuntimeError: boom" in out["details"]
+    assert "cni request crashed" in caplog.text
