@@ -11,32 +11,20 @@ an agent restart never empties the table.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Protocol
-
-from os_ken.ofproto import ofproto_v1_3 as ofp
-from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from api.models import Encap, Endpoint, Host, Network
 from netplugin.pipeline import connectivity
 from netplugin.pipeline import cookie as cookies
 from netplugin.pipeline.cookie import Feature
-from netplugin.pipeline.framework import DESC, Flow, Pipeline
+from netplugin.pipeline.framework import Flow, Pipeline
+from ofctrl import OpenFlowChannel, dump_flows
 
 log = logging.getLogger(__name__)
 
 OBJECT_COOKIE_MASK = cookies.FEATURE_MASK | cookies.OBJECT_MASK
 BARRIER_TIMEOUT_S = 10.0
-
-
-class FlowChannel(Protocol):
-    """What FlowSync needs from the OpenFlow channel (ofctrl.OFChannel)."""
-
-    async def send_batch(self, msgs: Sequence[Any], timeout_s: float = ...) -> None: ...
-
-    async def request_multipart(
-        self, msg: Any, timeout_s: float = ...
-    ) -> list[Any]: ...
 
 
 class TunnelPorts(Protocol):
@@ -50,7 +38,7 @@ class TunnelPorts(Protocol):
 class FlowSync:
     def __init__(
         self,
-        channel: FlowChannel,
+        channel: OpenFlowChannel,
         tunnels: TunnelPorts,
         pipeline: Pipeline,
         host_name: str,
@@ -147,15 +135,11 @@ class FlowSync:
 
     async def purge_other_rounds(self) -> None:
         """Delete flows that an earlier agent run installed and this one did not."""
-        request = parser.OFPFlowStatsRequest(
-            DESC, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()
-        )
-        replies = await self.channel.request_multipart(request, BARRIER_TIMEOUT_S)
+        flows = await dump_flows(self.channel, timeout_s=BARRIER_TIMEOUT_S)
         stale = {
-            cookies.round_of(stat.cookie)
-            for reply in replies
-            for stat in reply.body
-            if cookies.round_of(stat.cookie) != self.round
+            cookies.round_of(flow.cookie)
+            for flow in flows
+            if cookies.round_of(flow.cookie) != self.round
         }
         if stale:
             await self.channel.send_batch(

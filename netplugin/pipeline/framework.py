@@ -17,13 +17,10 @@ from typing import Any
 from os_ken.ofproto import nicira_ext
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
-from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
 from netplugin.pipeline import cookie as cookies
 from netplugin.pipeline.fields import REG_NAMES, RegField
-
-#: Stand-in datapath for os-ken's message constructors; it does no I/O.
-DESC = ProtocolDesc(ofp.OFP_VERSION)
+from ofctrl import messages
 
 
 class Stage(IntEnum):
@@ -186,38 +183,23 @@ class Pipeline:
         instructions: list[Any] = []
         if flow.actions:
             instructions.append(
-                parser.OFPInstructionActions(
-                    ofp.OFPIT_APPLY_ACTIONS, [a.encode() for a in flow.actions]
-                )
+                messages.apply_actions(*(a.encode() for a in flow.actions))
             )
         if flow.goto is not None:
             if self.table_id(flow.goto) <= self.table_id(flow.table):
                 raise ValueError(
                     f"{flow.table.name} cannot go back to {flow.goto.name}"
                 )
-            instructions.append(
-                parser.OFPInstructionGotoTable(self.table_id(flow.goto))
-            )
-        return parser.OFPFlowMod(
-            DESC,
-            cookie=cookies.make(round_, flow.feature, flow.object_id),
+            instructions.append(messages.goto_table(self.table_id(flow.goto)))
+        return messages.flow_add(
             table_id=self.table_id(flow.table),
-            command=ofp.OFPFC_ADD,
             priority=flow.priority,
-            match=parser.OFPMatch(**flow.match),
+            match=messages.match(**flow.match),
             instructions=instructions,
+            cookie=cookies.make(round_, flow.feature, flow.object_id),
         )
 
     @staticmethod
     def delete_by_cookie(cookie: int, cookie_mask: int) -> Any:
         """Remove every flow, in every table, whose cookie matches under the mask."""
-        return parser.OFPFlowMod(
-            DESC,
-            cookie=cookie,
-            cookie_mask=cookie_mask,
-            table_id=ofp.OFPTT_ALL,
-            command=ofp.OFPFC_DELETE,
-            out_port=ofp.OFPP_ANY,
-            out_group=ofp.OFPG_ANY,
-            match=parser.OFPMatch(),
-        )
+        return messages.flow_delete(cookie=cookie, cookie_mask=cookie_mask)
