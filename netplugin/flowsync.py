@@ -68,11 +68,15 @@ class FlowSync:
             await self.channel.send_batch(msgs, BARRIER_TIMEOUT_S)
 
     async def _remove(self, feature: Feature, key: str) -> None:
-        obj = self._ids.get(feature, key)
-        msg = Pipeline.delete_by_cookie(
-            int(feature) << cookies.FEATURE_SHIFT | obj, OBJECT_COOKIE_MASK
+        """Delete the object's flows (any round); a key never installed is a no-op."""
+        obj = self._ids.peek(feature, key)
+        if obj is None:
+            return
+        cookie = int(feature) << cookies.FEATURE_SHIFT | obj
+        await self.channel.send_batch(
+            [Pipeline.delete_by_cookie(cookie, OBJECT_COOKIE_MASK)], BARRIER_TIMEOUT_S
         )
-        await self.channel.send_batch([msg], BARRIER_TIMEOUT_S)
+        self._ids.forget(feature, key)
 
     def _network_flows(self, network: Network) -> list[Flow]:
         obj = self._ids.get(Feature.NETWORK, network.key)

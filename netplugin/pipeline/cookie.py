@@ -59,5 +59,9 @@ class ObjectIds:
             self._ids[(feature, key)] = ident
         return ident
 
+    def peek(self, feature: Feature, key: str) -> int | None:
+        """The id ``key`` has, without giving it one."""
+        return self._ids.get((feature, key))
+
     def forget(self, feature: Feature, key: str) -> None:
         self._ids.pop((feature, key), None)

@@ -147,3 +147,12 @@ def test_every_flow_encodes_with_its_cookie():
         assert cookies.round_of(mod.cookie) == 77
         assert (mod.cookie >> cookies.FEATURE_SHIFT) & 0xFF == flow.feature
         assert len(mod.buf) == int.from_bytes(mod.buf[2:4], "big")
+
+
+def test_object_ids_can_be_looked_up_without_being_given():
+    ids = cookies.ObjectIds()
+    assert ids.peek(cookies.Feature.NETWORK, "a") is None
+    given = ids.get(cookies.Feature.NETWORK, "a")
+    assert ids.peek(cookies.Feature.NETWORK, "a") == given
+    ids.forget(cookies.Feature.NETWORK, "a")
+    assert ids.peek(cookies.Feature.NETWORK, "a") is None
