@@ -298,4 +298,7 @@ class RemoteError(NetpluginError):
         self.status = status
         self.kind = kind
         self.message = message
-        super().__init__(f"{service} answered {status} {kind}: {message}")
+        if status == 0:
+            super().__init__(f"{service} unreachable ({kind}): {message}")
+        else:
+            super().__init__(f"{service} answered {status} {kind}: {message}")

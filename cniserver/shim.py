@@ -53,8 +53,15 @@ def build_request(env: dict[str, str], config: dict[str, Any]) -> cni.CNIRequest
 
 def _read_config(stdin: TextIO) -> dict[str, Any]:
     raw = stdin.read()
+    if not raw.strip():
+        raise cni.CNIRequestError(
+            cni.DECODE_FAILURE,
+            "stdin",
+            "",
+            "the network configuration JSON (it was empty)",
+        )
     try:
-        config = json.loads(raw) if raw.strip() else {}
+        config = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise cni.CNIRequestError(
             cni.DECODE_FAILURE, "stdin", raw[:80], f"network config JSON ({exc})"

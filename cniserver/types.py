@@ -40,6 +40,7 @@ PLUGIN_FAILURE = 100
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class CNIRequestError(ValidationError):
@@ -100,12 +101,12 @@ class CNIRequest:
             raise CNIRequestError(
                 INVALID_ENVIRONMENT, "CNI_COMMAND", self.command, "ADD, DEL or CHECK"
             )
-        if not self.container_id or len(self.container_id) > 128:
+        if not _CONTAINER_ID.match(self.container_id):
             raise CNIRequestError(
                 INVALID_ENVIRONMENT,
                 "CNI_CONTAINERID",
                 self.container_id,
-                "a non-empty container id",
+                "1-128 letters, digits, '_', '.' or '-', starting with a letter or digit",
             )
         if not _IFNAME.match(self.ifname):
             raise CNIRequestError(
@@ -181,8 +182,13 @@ def add_result(
     ip: str,
     prefix_len: int,
     gateway: str,
+    default_route: bool = True,
 ) -> dict[str, Any]:
-    """The CNI 1.0.0 ADD result for one interface with one IPv4 address."""
+    """The CNI 1.0.0 ADD result for one interface with one IPv4 address.
+
+    ``default_route`` False: the container's default route stayed on another
+    interface, so none is reported for this one.
+    """
     result: dict[str, Any] = {
         "cniVersion": version,
         "interfaces": [
@@ -195,7 +201,8 @@ def add_result(
     }
     if gateway:
         result["ips"][0]["gateway"] = gateway
-        result["routes"].append({"dst": "0.0.0.0/0", "gw": gateway})
+        if default_route:
+            result["routes"].append({"dst": "0.0.0.0/0", "gw": gateway})
     if version in ("0.3.0", "0.3.1"):
         result["ips"][0]["version"] = "4"
     return result

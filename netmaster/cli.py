@@ -33,7 +33,12 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netmaster", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="netmaster",
+        description="netplugin's central REST service: object model, IPAM, "
+        "leader election and the agents' desired-state stream.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument(
         "--listen",
         default=os.environ.get("NETMASTER_LISTEN", DEFAULT_LISTEN),
@@ -120,6 +125,19 @@ async def serve(
         await store.close()
 
 
+def _lease_config(args: argparse.Namespace) -> LeaseConfig:
+    for flag, value in (
+        ("--lease-ttl", args.lease_ttl),
+        ("--lease-grace", args.lease_grace),
+        ("--quarantine", args.quarantine),
+    ):
+        if value < 0 or (flag == "--lease-ttl" and value == 0):
+            raise ConfigError(
+                flag, value, "seconds, positive (grace and quarantine may be 0)"
+            )
+    return LeaseConfig(args.lease_ttl, args.lease_grace, args.quarantine)
+
+
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed (uvicorn[standard]): cheaper per request."""
     try:
@@ -131,12 +149,9 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
     try:
-        try:
-            leases = LeaseConfig(args.lease_ttl, args.lease_grace, args.quarantine)
-        except ValueError as exc:
-            raise ConfigError("lease-ttl/lease-grace/quarantine", "", str(exc)) from exc
+        setup_logging(args.log_level)
+        leases = _lease_config(args)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(
                 serve(

@@ -176,9 +176,11 @@ class Agent:
         return self.config.underlay_mtu
 
     async def cni_add(self, request: cni.CNIRequest) -> dict[str, Any]:
-        if not os.path.exists(request.netns):
+        if not interfaces.is_network_namespace(request.netns):
             raise cni.CNIRequestError(
-                cni.UNKNOWN_CONTAINER,
+                cni.UNKNOWN_CONTAINER
+                if not os.path.exists(request.netns)
+                else cni.INVALID_ENVIRONMENT,
                 "CNI_NETNS",
                 request.netns,
                 "the path of the container's existing network namespace",
@@ -194,20 +196,11 @@ class Agent:
             reason="cni add",
         )
         try:
-            spec = interfaces.ContainerIface(
-                netns=request.netns,
-                ifname=request.ifname,
-                mac=endpoint.macAddress,
-                ip=endpoint.ipAddress,
-                prefix_len=endpoint.prefixLen,
-                gateway=endpoint.gateway,
-                mtu=self._mtu(endpoint),
-                tx_offload_off=self.datapath is Datapath.USERSPACE,
-            )
+            spec = self._iface_spec(request, endpoint)
             async with self._cni_lock:
-                host_if = await interfaces.create(endpoint.endpointID, spec)
+                plugged = await interfaces.create(endpoint.endpointID, spec)
                 ofport = await self.switch.add_endpoint_port(
-                    host_if, endpoint.endpointID
+                    plugged.host_if, endpoint.endpointID
                 )
                 await self.sync.local_port_up(endpoint, ofport)
         except BaseException:
@@ -216,13 +209,28 @@ class Agent:
             raise
         return cni.add_result(
             version=request.cni_version,
-            host_if=host_if,
+            host_if=plugged.host_if,
             container_if=request.ifname,
             mac=endpoint.macAddress,
             netns=request.netns,
             ip=endpoint.ipAddress,
             prefix_len=endpoint.prefixLen,
             gateway=endpoint.gateway,
+            default_route=plugged.default_route,
+        )
+
+    def _iface_spec(
+        self, request: cni.CNIRequest, endpoint: Endpoint
+    ) -> interfaces.ContainerIface:
+        return interfaces.ContainerIface(
+            netns=request.netns,
+            ifname=request.ifname,
+            mac=endpoint.macAddress,
+            ip=endpoint.ipAddress,
+            prefix_len=endpoint.prefixLen,
+            gateway=endpoint.gateway,
+            mtu=self._mtu(endpoint),
+            tx_offload_off=self.datapath is Datapath.USERSPACE,
         )
 
     async def cni_del(self, request: cni.CNIRequest) -> None:
@@ -243,10 +251,13 @@ class Agent:
         log.info("endpoint released endpoint=%s", endpoint_id_)
 
     async def cni_check(self, request: cni.CNIRequest) -> None:
+        """The endpoint exists, has its port here, and the container's side
+        still has the MAC, address and MTU it was given."""
         endpoint_id_ = endpoint_id(request.container_id, request.ifname)
         if endpoint_id_ not in self.sync.local_ports:
             raise NotFoundError("endpoint", endpoint_id_, "no port on this host")
-        await self.netmaster.get_endpoint(endpoint_id_)
+        endpoint = await self.netmaster.get_endpoint(endpoint_id_)
+        await interfaces.verify(self._iface_spec(request, endpoint))
 
 
 async def run_agent(config: AgentConfig) -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import socket
 from dataclasses import dataclass
 from enum import StrEnum
 
 from api.client import parse_urls
 from api.errors import ConfigError
+from api.logs import check_level
+from api.models import NAME_PATTERN
 
 
 class Datapath(StrEnum):
@@ -45,26 +48,61 @@ def _env(name: str, default: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="netplugin", description="netplugin host agent"
+        prog="netplugin",
+        description="netplugin host agent: drives this host's Open vSwitch from "
+        "netmaster's desired state and serves the CNI plugin. Every flag may also "
+        "be set as NETPLUGIN_<FLAG> (e.g. NETPLUGIN_VTEP_IP); flags win.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
-    add("--host", default=_env("HOST", socket.gethostname()), help="host name")
-    add("--netmaster", default=_env("NETMASTER", "http://127.0.0.1:9999"))
-    add("--ovsdb", default=_env("OVSDB", "unix:/var/run/openvswitch/db.sock"))
-    add("--ovs-rundir", default=_env("OVS_RUNDIR", "/var/run/openvswitch"))
-    add("--bridge", default=_env("BRIDGE", "netplugin"))
+    add("--host", default=_env("HOST", socket.gethostname()), help="this host's name")
+    add(
+        "--netmaster",
+        default=_env("NETMASTER", "http://127.0.0.1:9999"),
+        help="netmaster URL, or several replicas' URLs separated by commas",
+    )
+    add(
+        "--ovsdb",
+        default=_env("OVSDB", "unix:/var/run/openvswitch/db.sock"),
+        help="this host's ovsdb-server: unix:/path or tcp:host:port",
+    )
+    add(
+        "--ovs-rundir",
+        default=_env("OVS_RUNDIR", "/var/run/openvswitch"),
+        help="where ovs-vswitchd puts <bridge>.mgmt sockets",
+    )
+    add("--bridge", default=_env("BRIDGE", "netplugin"), help="integration bridge")
     add("--vtep-ip", default=_env("VTEP_IP", ""), help="VXLAN tunnel source address")
     add("--underlay-if", default=_env("UNDERLAY_IF", ""), help="NIC for VXLAN")
     add("--vlan-uplink", default=_env("VLAN_UPLINK", ""), help="NIC trunking VLANs")
-    add("--underlay-mtu", default=_env("UNDERLAY_MTU", "1500"))
-    add("--datapath", default=_env("DATAPATH", "auto"), help="auto, system or netdev")
-    add("--cni-socket", default=_env("CNI_SOCKET", "/run/netplugin/cni.sock"))
-    add("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    add(
+        "--underlay-mtu",
+        default=_env("UNDERLAY_MTU", "1500"),
+        help="underlay MTU; VXLAN containers get 50 less",
+    )
+    add(
+        "--datapath",
+        default=_env("DATAPATH", "auto"),
+        help="auto (kernel when the openvswitch module is loaded), system or netdev",
+    )
+    add(
+        "--cni-socket",
+        default=_env("CNI_SOCKET", "/run/netplugin/cni.sock"),
+        help="unix socket the CNI plugin posts to (created mode 0600)",
+    )
+    add("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, ...")
     return parser
 
 
 def load(argv: list[str] | None = None) -> AgentConfig:
     args = build_parser().parse_args(argv)
+    if not re.match(NAME_PATTERN, args.host):
+        raise ConfigError(
+            "--host",
+            args.host,
+            "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+        )
+    log_level = check_level(args.log_level)
     try:
         ipaddress.IPv4Address(args.vtep_ip)
     except ValueError:
@@ -101,5 +139,5 @@ def load(argv: list[str] | None = None) -> AgentConfig:
         underlay_mtu=int(args.underlay_mtu),
         datapath=datapath,
         cni_socket=args.cni_socket,
-        log_level=args.log_level,
+        log_level=log_level,
     )

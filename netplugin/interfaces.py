@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import fcntl
 import hashlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,12 +24,16 @@ from typing import TypeVar
 from pyroute2 import AsyncIPRoute, IPRoute
 from pyroute2.netlink.exceptions import NetlinkError as PyrouteNetlinkError
 
-from api.errors import NetlinkError
+from api.errors import ConflictError, NetlinkError, NotFoundError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
+#: ioctl(2) on a namespace file: which kind of namespace it is (linux/nsfs.h).
+NS_GET_NSTYPE = 0xB703
+IFF_UP = 0x1
+MAIN_TABLE = 254
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 ETHTOOL_TIMEOUT_S = 10.0
@@ -60,8 +66,17 @@ async def _lookup(ipr: AsyncIPRoute, ifname: str) -> int | None:
     return found[0] if found else None
 
 
-async def create(endpoint_id: str, spec: ContainerIface) -> str:
-    """Create and configure the pair; returns the host-side name. Idempotent."""
+@dataclass(frozen=True, slots=True)
+class Plugged:
+    """What ``create`` made: the host-side name, and whether the default route
+    now goes through this interface (not when another one already had it)."""
+
+    host_if: str
+    default_route: bool
+
+
+async def create(endpoint_id: str, spec: ContainerIface) -> Plugged:
+    """Create and configure the pair. Idempotent."""
     host = host_ifname(endpoint_id)
     peer = _peer_ifname(endpoint_id)
     try:
@@ -76,7 +91,7 @@ async def create(endpoint_id: str, spec: ContainerIface) -> str:
             if peer_index is not None:
                 await ipr.link("set", index=peer_index, mtu=spec.mtu)
                 await ipr.link("set", index=peer_index, net_ns_fd=spec.netns)
-        await _configure_peer(peer, spec)
+        default_route = await _configure_peer(peer, spec)
     except PyrouteNetlinkError as exc:
         raise NetlinkError(f"create veth {host}", exc.code, str(exc)) from exc
     except OSError as exc:
@@ -94,7 +109,7 @@ async def create(endpoint_id: str, spec: ContainerIface) -> str:
         spec.ip,
         spec.mtu,
     )
-    return host
+    return Plugged(host, default_route)
 
 
 def _in_netns(netns: str, work: Callable[[], T]) -> T:
@@ -146,12 +161,16 @@ def _settle(
         future.set_result(result)  # type: ignore[arg-type]
 
 
-async def _configure_peer(peer: str, spec: ContainerIface) -> None:
-    await in_netns(spec.netns, lambda: _configure_peer_here(peer, spec))
+async def _configure_peer(peer: str, spec: ContainerIface) -> bool:
+    return await in_netns(spec.netns, lambda: _configure_peer_here(peer, spec))
 
 
-def _configure_peer_here(peer: str, spec: ContainerIface) -> None:
-    """Inside the container's namespace: name, MAC, MTU, address, up, route."""
+def _configure_peer_here(peer: str, spec: ContainerIface) -> bool:
+    """Inside the container's namespace: name, MAC, MTU, address, up, route.
+
+    The default route is set only when no other interface has it: a second
+    network added to a container must not steal the first one's route.
+    """
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=peer)
         if found:
@@ -177,8 +196,61 @@ def _configure_peer_here(peer: str, spec: ContainerIface) -> None:
         ipr.link("set", index=index, state="up")
         for loopback in ipr.link_lookup(ifname="lo"):
             ipr.link("set", index=loopback, state="up")
-        if spec.gateway:
-            ipr.route("replace", dst="0.0.0.0/0", gateway=spec.gateway, oif=index)
+        if not spec.gateway:
+            return False
+        others = [
+            route
+            for route in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE)
+            if route["dst_len"] == 0 and route.get("RTA_OIF") != index
+        ]
+        if others:
+            return False
+        ipr.route("replace", dst="0.0.0.0/0", gateway=spec.gateway, oif=index)
+        return True
+
+
+def is_network_namespace(path: str) -> bool:
+    """Whether ``path`` is a network namespace (asked with NS_GET_NSTYPE)."""
+    try:
+        with open(path, "rb") as handle:
+            return fcntl.ioctl(handle.fileno(), NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
+
+
+async def verify(spec: ContainerIface) -> None:
+    """CNI CHECK: the container still has the interface as it was set up.
+
+    Raises NotFoundError when the namespace or interface is gone, and
+    ConflictError naming what differs (MAC, address, MTU, link down).
+    """
+    if not is_network_namespace(spec.netns):
+        raise NotFoundError("network namespace", spec.netns)
+    problems = await in_netns(spec.netns, lambda: _differences_here(spec))
+    if problems:
+        raise ConflictError(
+            f"{spec.ifname} in {spec.netns} is not as configured: {'; '.join(problems)}"
+        )
+
+
+def _differences_here(spec: ContainerIface) -> list[str]:
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=spec.ifname)
+        if not found:
+            raise NotFoundError("interface", spec.ifname, f"not in {spec.netns}")
+        (link,) = ipr.link("get", index=found[0])
+        problems = []
+        mac = link.get("IFLA_ADDRESS")
+        if mac != spec.mac:
+            problems.append(f"MAC is {mac}, expected {spec.mac}")
+        if link.get("IFLA_MTU") != spec.mtu:
+            problems.append(f"MTU is {link.get('IFLA_MTU')}, expected {spec.mtu}")
+        if not link["flags"] & IFF_UP:
+            problems.append("link is down")
+        addresses = [a.get("IFA_ADDRESS") for a in ipr.addr("dump", index=found[0])]
+        if spec.ip not in addresses:
+            problems.append(f"address {spec.ip} is missing")
+        return problems
 
 
 async def _tx_offload_off(netns: str, ifname: str) -> None:

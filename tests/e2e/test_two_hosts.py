@@ -189,6 +189,46 @@ def test_add_into_a_missing_namespace_allocates_nothing(deployment):
     assert not any(e["endpointID"] == "ghost2:eth0" for e in ledger)
 
 
+def test_check_notices_a_broken_container_interface(deployment):
+    extra = deployment.add_container("chk", deployment.hosts[0], TENANT, "vx")
+    try:
+        assert deployment.cni("CHECK", extra).returncode == 0
+        deployment.exec(extra, "ip", "addr", "flush", "dev", "eth0")
+        broken = deployment.cni("CHECK", extra)
+        assert broken.returncode != 0
+        assert "address" in json.loads(broken.stdout)["details"]
+        deployment.exec(extra, "ip", "link", "del", "eth0")
+        gone = deployment.cni("CHECK", extra)
+        assert gone.returncode != 0 and "eth0" in json.loads(gone.stdout)["details"]
+    finally:
+        assert deployment.cni("DEL", extra).returncode == 0
+        deployment.containers.remove(extra)
+
+
+def test_second_network_keeps_the_first_default_route(deployment):
+    first = deployment.add_container("two", deployment.hosts[0], TENANT, "vx")
+    second = Container("two", first.netns, first.host, "vl", TENANT, ifname="eth1")
+    try:
+        proc = deployment.cni("ADD", second)
+        assert proc.returncode == 0, proc.stdout
+        assert json.loads(proc.stdout)["routes"] == []
+        route = deployment.exec(first, "ip", "route", "show", "default")
+        assert "default via 10.11.0.254 dev eth0" in route.stdout
+        assert deployment.ping(first, by_name(deployment, "vxb"))
+    finally:
+        assert deployment.cni("DEL", second).returncode == 0
+        assert deployment.cni("DEL", first).returncode == 0
+        deployment.containers.remove(first)
+
+
+def test_add_with_a_path_that_is_no_namespace_is_refused(deployment):
+    fake = Container("notns", "../../etc", deployment.hosts[0], "vx", TENANT)
+    proc = deployment.cni("ADD", fake)
+    assert proc.returncode != 0
+    error = json.loads(proc.stdout)
+    assert error["code"] == 4 and "CNI_NETNS" in error["msg"] + error["details"]
+
+
 def test_container_delete_and_readd_frees_and_reuses_its_address(deployment):
     h2 = deployment.hosts[1]
     extra = deployment.add_container("vxc", h2, TENANT, "vx")

@@ -145,6 +145,7 @@ async def test_del_prints_nothing_and_allows_a_missing_netns(server):
     ("env", "config", "code", "names"),
     [
         (runtime_env("ADD", CNI_CONTAINERID=""), {}, 4, "CNI_CONTAINERID"),
+        (runtime_env("ADD", CNI_CONTAINERID="a b"), {}, 4, "CNI_CONTAINERID"),
         (runtime_env("ADD", CNI_NETNS="relative"), {}, 4, "CNI_NETNS"),
         (runtime_env("ADD", CNI_IFNAME="a-very-long-ifname"), {}, 4, "CNI_IFNAME"),
         (runtime_env("ADD", CNI_ARGS="novalue"), {}, 4, "CNI_ARGS"),
@@ -191,3 +192,8 @@ async def test_a_crashing_backend_still_answers_a_cni_error(server, caplog):
     assert status == 1
     assert out["code"] == 100 and "RuntimeError: boom" in out["details"]
     assert "cni request crashed" in caplog.text
+
+
+async def test_empty_stdin_says_the_config_is_missing(server):
+    status, out = await shim(runtime_env("ADD"), "")
+    assert status == 1 and out["code"] == 6 and "empty" in out["details"]
