@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             state = deployment.save_state()
             say(
                 f"kept running: netctl via `ip netns exec {deployment.ctl_netns} "
-                f"netctl ...`, logs in {deployment.workdir}; remove it with "
-                f"`{sys.executable} -m testbed.demo --teardown {state}`"
+                f"{Path(sys.executable).parent / 'netctl'} ...`, logs in {deployment.workdir}; "
+                f"remove it with "
+                f"`cd {Path.cwd()} && {sys.executable} -m testbed.demo --teardown {state}`"
             )
         say(
             f"SUMMARY: {'PASS' if ok else 'FAIL'}: {reachable}/{want_reach} pairs "

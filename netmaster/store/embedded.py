@@ -92,6 +92,7 @@ class EmbeddedStore:
         if max_events < 1:
             raise ValidationError("max_events", max_events, "at least 1")
         path = os.fspath(path)
+        is_new = not os.path.exists(path)
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-db")
         opening = executor.submit(SQLiteFile.open, path, max_events, lock_timeout_s)
@@ -115,6 +116,9 @@ class EmbeddedStore:
             executor.shutdown(wait=False)
             raise
 
+        if is_new:
+            # A typo in the path would otherwise look like all state was lost.
+            log.warning("embedded store created empty path=%s", path)
         log.info(
             "embedded store opened path=%s revision=%d compacted_below=%d",
             path,

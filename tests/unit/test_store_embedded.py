@@ -287,3 +287,15 @@ async def test_killed_writer_leaves_a_consistent_file(tmp_path):
         (events,) = conn.execute("SELECT count(*) FROM events").fetchone()
     conn.close()
     assert events == 3 * revision
+
+
+async def test_a_new_store_file_is_announced_loudly(tmp_path, caplog):
+    from netmaster.store import EmbeddedStore
+
+    store = await EmbeddedStore.open(tmp_path / "fresh.db")
+    await store.close()
+    assert "embedded store created empty" in caplog.text
+    caplog.clear()
+    store = await EmbeddedStore.open(tmp_path / "fresh.db")
+    await store.close()
+    assert "created empty" not in caplog.text
