@@ -483,12 +483,14 @@ def same_endpoint(existing: Endpoint, request: EndpointRequest) -> Endpoint:
         or (request.ipAddress and request.ipAddress != existing.ipAddress)
         or (request.ipv6Address and request.ipv6Address != existing.ipv6Address)
         or (request.endpointGroup != existing.endpointGroup)
+        # The same container id on two hosts is a clash, not a retry.
+        or request.host != existing.host
     ):
         raise AlreadyExistsError(
             "endpoint",
             existing.endpointID,
             f"it is on {existing.tenantName}:{existing.networkName} with "
-            f"{existing.ipAddress}; delete it first",
+            f"{existing.ipAddress} on host {existing.host}; delete it first",
         )
     return existing
 

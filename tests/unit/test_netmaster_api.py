@@ -243,3 +243,11 @@ async def test_watch_stream_snapshot_then_changes_and_resume(client, net1):
         "w:eth0",
     )
     await resumed.aclose()
+
+
+async def test_same_container_id_from_another_host_is_a_clash(client, net1):
+    await client.create_endpoint(ep("dup"))
+    other_host = ep("dup").model_copy(update={"host": "h2"})
+    with pytest.raises(RemoteError) as clash:
+        await client.create_endpoint(other_host)
+    assert clash.value.status == 409 and "on host h1" in clash.value.message
