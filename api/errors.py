@@ -3,6 +3,7 @@
 NetpluginError
 ├── ConfigError                 operator fixes a flag, file or environment value
 ├── ValidationError (ValueError) caller sent a bad value (REST body, CNI config, ...)
+├── RequestTooLargeError        a request body is over the size limit  -> 413
 ├── NotFoundError               the named object does not exist        -> 404
 ├── AlreadyExistsError          the named object exists already        -> 409
 ├── ConflictError               the request clashes with current state -> 409
@@ -70,6 +71,21 @@ class ValidationError(NetpluginError, ValueError):
         body = super().to_dict()
         body.update(field=self.field, value=repr(self.value), expected=self.expected)
         return body
+
+
+class RequestTooLargeError(NetpluginError):
+    """A request body is larger than the server accepts; ``size`` None if chunked."""
+
+    http_status = 413
+
+    def __init__(self, size: int | None, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        what = "request body" if size is None else f"request body of {size} bytes"
+        super().__init__(
+            f"{what} is over the limit {limit / (1 << 20):g} MiB ({limit} bytes); "
+            "send smaller requests"
+        )
 
 
 class NotFoundError(NetpluginError):

@@ -12,17 +12,21 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 #: Object names: what Contiv accepted, and safe inside store keys and URLs.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: NAME_PATTERN as error messages word it.
+NAME_FORM = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 #: Container ids from runtimes are hex or uuid-like; interface names follow Linux.
 CONTAINER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 IFNAME_PATTERN = r"^[A-Za-z0-9_.-]{1,15}$"
+#: An endpoint's optional group: empty, or a name.
+OPTIONAL_GROUP_PATTERN = r"^$|" + NAME_PATTERN
 
 _SUBNET_RE = re.compile(
     r"^(?:(?P<start>[0-9.]+)-(?P<end>[0-9.]+)|(?P<net>[0-9.]+))/(?P<len>\d+)$"
@@ -145,7 +149,7 @@ class Network(_Model):
     networkName: Name
     encap: Encap = Encap.VXLAN
     #: VLAN id or VNI; 0 or absent asks netmaster to allocate one.
-    pktTag: int = Field(strict=True, default=0, ge=0)
+    pktTag: int = Field(strict=True, default=0, ge=0, le=VXLAN_RANGE[1])
     subnet: str
     gateway: str = ""
     nwType: NetworkType = NetworkType.DATA
@@ -153,11 +157,45 @@ class Network(_Model):
     ipv6Subnet: str = ""
     ipv6Gateway: str = ""
 
+    # Checks that involve an earlier field read it from ``info.data`` (fields
+    # validate in declaration order), so an error names the field it is about.
+    # A field that failed its own check is absent there; its dependants skip.
+
+    @field_validator("pktTag")
+    @classmethod
+    def _check_pkt_tag(cls, value: int, info: ValidationInfo) -> int:
+        encap = info.data.get("encap")
+        if value and encap is not None:
+            low, high = VLAN_RANGE if encap is Encap.VLAN else VXLAN_RANGE
+            if not low <= value <= high:
+                raise ValueError(
+                    f"pktTag {value} is outside the {encap} range {low}-{high}"
+                )
+        return value
+
     @field_validator("subnet")
     @classmethod
     def _check_subnet(cls, value: str) -> str:
         Subnet(value)
         return value.strip()
+
+    @field_validator("gateway")
+    @classmethod
+    def _check_gateway(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            return value
+        try:
+            gateway = ipaddress.IPv4Address(value)
+        except ValueError as exc:
+            raise ValueError(f"gateway {value!r} is not an IPv4 address") from exc
+        if "subnet" in info.data:
+            network = Subnet(info.data["subnet"]).network
+            if gateway not in network or gateway in (
+                network.network_address,
+                network.broadcast_address,
+            ):
+                raise ValueError(f"gateway {value} must be a host address of {network}")
+        return value
 
     @field_validator("ipv6Subnet")
     @classmethod
@@ -167,42 +205,20 @@ class Network(_Model):
 
     @field_validator("ipv6Gateway")
     @classmethod
-    def _check_ipv6_gateway(cls, value: str) -> str:
-        return _ipv6(value.strip(), "ipv6Gateway").compressed if value.strip() else ""
-
-    @model_validator(mode="after")
-    def _check_consistency(self) -> Self:
-        low, high = VLAN_RANGE if self.encap is Encap.VLAN else VXLAN_RANGE
-        if self.pktTag and not low <= self.pktTag <= high:
-            raise ValueError(
-                f"pktTag {self.pktTag} is outside the {self.encap} range {low}-{high}"
-            )
-        if self.gateway:
-            subnet = Subnet(self.subnet)
-            try:
-                gateway = ipaddress.IPv4Address(self.gateway)
-            except ValueError as exc:
-                raise ValueError(
-                    f"gateway {self.gateway!r} is not an IPv4 address"
-                ) from exc
-            if gateway not in subnet.network or gateway in (
-                subnet.network.network_address,
-                subnet.network.broadcast_address,
-            ):
-                raise ValueError(
-                    f"gateway {self.gateway} must be a host address of {subnet.network}"
-                )
-        if self.ipv6Gateway:
-            if not self.ipv6Subnet:
+    def _check_ipv6_gateway(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            return ""
+        gateway = _ipv6(value.strip(), "ipv6Gateway")
+        if "ipv6Subnet" in info.data:
+            if not info.data["ipv6Subnet"]:
                 raise ValueError("ipv6Gateway needs an ipv6Subnet")
-            subnet6 = Subnet6(self.ipv6Subnet)
-            gateway6 = ipaddress.IPv6Address(self.ipv6Gateway)
-            if gateway6 not in subnet6.network or gateway6 == subnet6.network[0]:
+            network = Subnet6(info.data["ipv6Subnet"]).network
+            if gateway not in network or gateway == network[0]:
                 raise ValueError(
-                    f"ipv6Gateway {self.ipv6Gateway} must be a host address of "
-                    f"{subnet6.network.compressed}"
+                    f"ipv6Gateway {gateway.compressed} must be a host address of "
+                    f"{network.compressed}"
                 )
-        return self
+        return gateway.compressed
 
     @property
     def key(self) -> str:
@@ -237,7 +253,7 @@ class EndpointRequest(_Model):
     #: The same for IPv6, on a dual-stack network.
     ipv6Address: str = ""
     #: Allocate from this endpoint group's ``ipPool`` instead of the subnet.
-    endpointGroup: Annotated[str, Field(pattern=r"^$|" + NAME_PATTERN)] = ""
+    endpointGroup: Annotated[str, Field(pattern=OPTIONAL_GROUP_PATTERN)] = ""
 
     @field_validator("ipAddress")
     @classmethod

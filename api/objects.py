@@ -17,16 +17,35 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from api.errors import ValidationError
-from api.models import NAME_PATTERN, VLAN_RANGE, VXLAN_RANGE, Name
+from api.models import (
+    CONTAINER_ID_PATTERN,
+    IFNAME_PATTERN,
+    NAME_FORM,
+    NAME_PATTERN,
+    OPTIONAL_GROUP_PATTERN,
+    VLAN_RANGE,
+    VXLAN_RANGE,
+    Name,
+)
 
 #: An optional reference to another object by name: empty, or a Name.
 OPTIONAL_NAME_PATTERN = f"^(?:{NAME_PATTERN[1:-1]})?$"
 OptionalName = Annotated[str, Field(pattern=OPTIONAL_NAME_PATTERN)]
+
+#: The patterns of the object model as error messages word them.
+PATTERN_FORMS = {
+    NAME_PATTERN: NAME_FORM,
+    OPTIONAL_NAME_PATTERN: f"empty, or {NAME_FORM}",
+    OPTIONAL_GROUP_PATTERN: f"empty, or {NAME_FORM}",
+    CONTAINER_ID_PATTERN: "1-128 letters, digits, '_', '.' or '-', starting with a "
+    "letter or digit",
+    IFNAME_PATTERN: "an interface name: 1-15 letters, digits, '_', '.' or '-'",
+}
 
 #: Endpoint group ids netmaster hands out (16 bits: they travel in flow metadata).
 GROUP_ID_RANGE = (1, 65535)
@@ -297,49 +316,62 @@ class Rule(_Model):
     port: int = Field(strict=True, default=0, ge=0, le=65535)
     action: Action = Action.ALLOW
 
-    @field_validator("fromIpAddress", "toIpAddress")
-    @classmethod
-    def _check_ip(cls, value: str) -> str:
-        return _check_ip_match(value, "address")
+    # The checks between fields read earlier fields from ``info.data`` (fields
+    # validate in declaration order: direction, the from*/to* fields, protocol,
+    # port), so each error is reported on the field it is about. They raise
+    # api.errors.ValidationError to say the expected form.
 
-    @model_validator(mode="after")
-    def _check_consistency(self) -> Self:
-        # Raised as api.errors.ValidationError so the REST layer can name the
-        # field even though the check spans several.
-        if self.port and self.protocol not in (Protocol.TCP, Protocol.UDP):
+    @field_validator(
+        "fromEndpointGroup",
+        "toEndpointGroup",
+        "fromNetwork",
+        "toNetwork",
+        "fromIpAddress",
+        "toIpAddress",
+    )
+    @classmethod
+    def _check_match(cls, value: str, info: ValidationInfo) -> str:
+        field = info.field_name or ""
+        if field.endswith("IpAddress"):
+            value = _check_ip_match(value, "address")
+        direction = info.data.get("direction")
+        if not value or direction is None:
+            return value
+        mine = "from" if direction is Direction.IN else "to"
+        if not field.startswith(mine):
             raise ValidationError(
-                "port",
-                self.port,
-                f"0 unless protocol is tcp or udp (it is {self.protocol.value or 'any'})",
+                field,
+                value,
+                f"empty: a direction {direction.value!r} rule matches on "
+                f"{mine}* fields",
             )
-        mine, other = (
-            ("from", "to") if self.direction is Direction.IN else ("to", "from")
-        )
-        for suffix in ("EndpointGroup", "Network", "IpAddress"):
-            if getattr(self, f"{other}{suffix}"):
-                raise ValidationError(
-                    f"{other}{suffix}",
-                    getattr(self, f"{other}{suffix}"),
-                    f"empty: a direction {self.direction.value!r} rule matches on "
-                    f"{mine}* fields",
-                )
-        group, network, address = (
-            getattr(self, f"{mine}{s}")
-            for s in ("EndpointGroup", "Network", "IpAddress")
-        )
-        if group and network:
+        if field == f"{mine}Network" and info.data.get(f"{mine}EndpointGroup"):
             raise ValidationError(
-                f"{mine}Network",
-                network,
+                field,
+                value,
                 f"empty when {mine}EndpointGroup is set: a group names its network",
             )
-        if network and address:
+        if field == f"{mine}IpAddress" and info.data.get(f"{mine}Network"):
             raise ValidationError(
-                f"{mine}IpAddress",
-                address,
-                f"empty when {mine}Network is set: match on one of them",
+                field, value, f"empty when {mine}Network is set: match on one of them"
             )
-        return self
+        return value
+
+    @field_validator("port")
+    @classmethod
+    def _check_port(cls, value: int, info: ValidationInfo) -> int:
+        protocol = info.data.get("protocol")
+        if (
+            value
+            and protocol is not None
+            and protocol not in (Protocol.TCP, Protocol.UDP)
+        ):
+            raise ValidationError(
+                "port",
+                value,
+                f"0 unless protocol is tcp or udp (it is {protocol.value or 'any'})",
+            )
+        return value
 
     @property
     def key(self) -> str:
@@ -403,11 +435,13 @@ class Netprofile(_Model):
     def _check_bandwidth(cls, value: str) -> str:
         return normalise_bandwidth(value)
 
-    @model_validator(mode="after")
-    def _burst_needs_bandwidth(self) -> Self:
-        if self.burst and not self.bandwidth:
-            raise ValidationError("burst", self.burst, "0 unless a bandwidth is set")
-        return self
+    @field_validator("burst")
+    @classmethod
+    def _burst_needs_bandwidth(cls, value: int, info: ValidationInfo) -> int:
+        # bandwidth validates first; absent from info.data when it failed.
+        if value and info.data.get("bandwidth") == "":
+            raise ValidationError("burst", value, "0 unless a bandwidth is set")
+        return value
 
     @property
     def key(self) -> str:

@@ -47,7 +47,8 @@ import pydantic
 
 from api.client import NetmasterClient
 from api.errors import NetpluginError, RemoteError, ValidationError
-from netctl.commands import Handler, add_commands
+from api.objects import PATTERN_FORMS
+from netctl.commands import FLAGS, Handler, add_commands
 
 DEFAULT_NETMASTER = "http://127.0.0.1:9999"
 #: How long a command keeps retrying while no replica answers (leader failover).
@@ -208,14 +209,26 @@ async def run(args: argparse.Namespace) -> Any:
         return await handler(client, args)
 
 
-def _usage_error(exc: pydantic.ValidationError) -> None:
+def _usage_error(exc: pydantic.ValidationError, kind: str) -> None:
+    """Print each error naming the field and, where one sets it, the flag."""
+    flags = FLAGS.get(kind, {})
     for error in exc.errors():
-        cause = error.get("ctx", {}).get("error")
+        ctx = error.get("ctx", {})
+        cause = ctx.get("error")
         if isinstance(cause, ValidationError):
             field, message = cause.field, str(cause)
         else:
             field = ".".join(str(p) for p in error["loc"]) or "arguments"
             message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "string_pattern_mismatch":
+            message = PATTERN_FORMS.get(str(ctx.get("pattern")), message)
+        flag = flags.get(field)
+        if flag and error["type"] in ("too_short", "missing"):
+            at_least = ctx.get("min_length", 1)
+            count = f" (at least {at_least} times)" if at_least > 1 else ""
+            message = f"{flag} is required{count}"
+        elif flag:
+            field = f"{field} ({flag.split()[0]})"
         print(f"netctl: invalid {field}: {message}", file=sys.stderr)
 
 
@@ -224,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = asyncio.run(run(args))
     except pydantic.ValidationError as exc:
-        _usage_error(exc)
+        _usage_error(exc, getattr(args, "kind", ""))
         return 2
     except RemoteError as exc:
         print(f"netctl: {type(exc).__name__}: {exc}", file=sys.stderr)

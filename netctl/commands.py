@@ -412,6 +412,56 @@ async def host_ls(client: NetmasterClient, args: argparse.Namespace) -> Any:
     return await client.request("GET", "hosts/")
 
 
+#: The flag that sets a model field, by command kind: error messages name it.
+FLAGS: dict[str, dict[str, str]] = {
+    "net": {
+        "encap": "-e/--encap",
+        "pktTag": "-p/--pkt-tag",
+        "subnet": "-s/--subnet",
+        "gateway": "-g/--gateway",
+        "nwType": "-n/--nw-type",
+        "ipv6Subnet": "--subnetv6",
+        "ipv6Gateway": "--gatewayv6",
+    },
+    "group": {
+        "policies": "-p/--policy",
+        "netProfile": "-n/--networkprofile",
+        "ipPool": "-r/--ip-pool",
+    },
+    "rule": {
+        "direction": "-d/--direction",
+        "priority": "-p/--priority",
+        "fromEndpointGroup": "-g/--from-group",
+        "toEndpointGroup": "-e/--to-group",
+        "fromNetwork": "-n/--from-network",
+        "toNetwork": "-o/--to-network",
+        "fromIpAddress": "-i/--from-ip",
+        "toIpAddress": "-s/--to-ip",
+        "protocol": "-l/--protocol",
+        "port": "-P/--port",
+        "action": "-j/--action",
+    },
+    "netprofile": {
+        "bandwidth": "-b/--bandwidth",
+        "burst": "-B/--burst",
+        "DSCP": "-d/--dscp",
+    },
+    "service": {
+        "networkName": "-s/--network",
+        "selectors": "-l/--selector KEY=VALUE",
+        "ports": "-p/--port SERVICE:PROVIDER:PROTOCOL",
+        "ipAddress": "--ip",
+    },
+    "global": {
+        "vlans": "-v/--vlan-range",
+        "vxlans": "-x/--vxlan-range",
+        "fwdMode": "-b/--fwd-mode",
+        "arpMode": "-a/--arp-mode",
+        "pvtSubnet": "-s/--private-subnet",
+    },
+}
+
+
 def add_commands(objects: Subparsers) -> None:
     """Every object's commands, under the ``OBJECT`` subparsers of netctl."""
     _crud(

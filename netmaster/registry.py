@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from api.errors import ConflictError, StoreError, ValidationError
-from api.models import NAME_PATTERN, Host, Network, Tenant
+from api.models import NAME_FORM, NAME_PATTERN, Host, Network, Tenant
 from api.objects import (
     EndpointGroup,
     Global,
@@ -100,8 +100,7 @@ class Kind(Generic[M]):
             raise ValidationError(
                 "key",
                 key,
-                f"{self.key_form}, each part 1-64 letters, digits, '_', '.' or '-' "
-                "starting with a letter or digit",
+                f"{self.key_form}, each part {NAME_FORM}",
             )
         return parts
 

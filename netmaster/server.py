@@ -14,9 +14,10 @@ name the object its path names. Endpoints are read-only here except for the
 agents' create and delete; ``/api/v1/watch/`` is the agents' stream.
 
 Every error leaves as JSON ``{"error": ClassName, "message": ...}`` (plus
-``field``/``value``/``expected`` for validation errors) with a 4xx status, or
-503 when the store cannot be reached; the OpenAPI document at
-``/openapi.json`` describes them.
+``field``/``value``/``expected`` for validation errors, worded by
+``netmaster.rest_errors``) with a 4xx status, or 503 when the store cannot be
+reached; the OpenAPI document at ``/openapi.json`` describes them. Request
+bodies over 1 MiB are refused with 413 (``netmaster.body_limit``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from api.objects import (
     TenantOper,
 )
 from netmaster import ha, routes_ipam
+from netmaster.body_limit import MAX_BODY_BYTES, BodyLimit
 from netmaster.leader import Leadership, SoloLeadership
 from netmaster.leases import LeaseConfig
 from netmaster.registry import (
@@ -69,6 +71,12 @@ from netmaster.registry import (
     SERVICE_LB,
     TENANT,
     Kind,
+)
+from netmaster.rest_errors import (
+    HOST_FILTER_PATTERN,
+    RouteHints,
+    clip_body,
+    validation_body,
 )
 from netmaster.span import SpanHub
 from netmaster.state import State
@@ -156,36 +164,9 @@ BAD_REQUEST: Responses = {400: _error("Malformed key or body; names field and va
 NOT_FOUND: Responses = {404: _error("The object, or one it refers to, does not exist")}
 CONFLICT: Responses = {409: _error("Clashes with the current state, or still in use")}
 UNAVAILABLE: Responses = {503: _error("The state store cannot be reached; retry")}
-
-
-#: Error class names for Starlette's own refusals.
-_HTTP_ERRORS = {404: "NotFoundError", 405: "MethodNotAllowedError"}
-
-
-def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
-    errors = exc.errors()
-    first = errors[0] if errors else {}
-    cause = first.get("ctx", {}).get("error")
-    if isinstance(cause, ValidationError):
-        # A check spanning fields (api.objects) names the field itself.
-        field, value, expected = cause.field, repr(cause.value), cause.expected
-    else:
-        location = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
-        field = ".".join(location) or "body"
-        value = repr(first.get("input"))
-        expected = str(first.get("msg", "invalid request"))
-    expected = expected.removeprefix("Value error, ")
-    return {
-        "error": "ValidationError",
-        "field": field,
-        "value": value,
-        "expected": expected,
-        "message": f"{field}={value}: {expected}",
-        "errors": [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg")}
-            for e in errors
-        ],
-    }
+TOO_LARGE: Responses = {
+    413: _error(f"The body is over {MAX_BODY_BYTES >> 20} MiB"),
+}
 
 
 def _json(model: BaseModel) -> Response:
@@ -272,7 +253,7 @@ def _add_kind(
     _with_signature(delete_object, key)
     _with_signature(inspect_object, key)
 
-    create_errors = {**BAD_REQUEST, **NOT_FOUND, **CONFLICT}
+    create_errors = {**BAD_REQUEST, **NOT_FOUND, **CONFLICT, **TOO_LARGE}
     routes: list[tuple[str, Callable[..., Any], str, str, Any, Any, str]] = [
         ("", list_objects, "GET", f"list_{kind.plural}", list_model, {}, "List all"),
         (
@@ -422,14 +403,14 @@ def _add_endpoints(app: FastAPI, state: State) -> None:
 
     @app.post(
         f"{PREFIX}/endpoints/{{key}}/",
-        responses={**errors, **CONFLICT},
+        responses={**errors, **CONFLICT, **TOO_LARGE},
         tags=["endpoint"],
         response_model=Endpoint,
         summary="An agent attaches a container: allocate its address",
     )
     @app.put(
         f"{PREFIX}/endpoints/{{key}}/",
-        responses={**errors, **CONFLICT},
+        responses={**errors, **CONFLICT, **TOO_LARGE},
         tags=["endpoint"],
         operation_id="put_endpoint",
         response_model=Endpoint,
@@ -513,6 +494,8 @@ def create_app(
     )
     app.state.netmaster = state
     app.state.forwarder = ha.install(app, leadership)
+    # Outside the forwarder, so that forwarded bodies are bounded too.
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(NetpluginError)
     async def _domain_error(request: Request, exc: NetpluginError) -> JSONResponse:
@@ -523,7 +506,7 @@ def create_app(
                 request.url.path,
                 exc,
             )
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        return JSONResponse(clip_body(exc.to_dict()), status_code=exc.http_status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(
@@ -535,15 +518,22 @@ def create_app(
             body = ValidationError("body", "", "a JSON document in UTF-8").to_dict()
             body["message"] = f"body: {exc.detail}"
         else:
-            body = {"error": _HTTP_ERRORS.get(exc.status_code, "HTTPError")}
-            body["message"] = str(exc.detail)
+            hints: RouteHints = request.app.state.route_hints
+            allow = (exc.headers or {}).get("Allow", "")
+            body = hints.body(
+                exc.status_code,
+                str(exc.detail),
+                request.method,
+                request.url.path,
+                allow,
+            )
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(
         request: Request, exc: RequestValidationError
     ) -> JSONResponse:
-        return JSONResponse(_validation_body(exc), status_code=400)
+        return JSONResponse(validation_body(exc), status_code=400)
 
     async def tenant_oper(obj: Any) -> TenantOper:
         return await state.tenant_oper(obj)
@@ -585,12 +575,13 @@ def create_app(
     )
     async def watch(
         revision: int = Query(0, ge=0),
-        host: str = Query("", pattern=r"^[A-Za-z0-9_.-]{0,64}$"),
+        host: str = Query("", pattern=HOST_FILTER_PATTERN),
     ) -> StreamingResponse:
         """The desired-state stream; with ``host``, only that host's span."""
         lines = hub.follow(host) if host else follow(store, revision)
         return StreamingResponse(lines, media_type="application/x-ndjson")
 
+    app.state.route_hints = RouteHints(getattr(r, "path", "") for r in app.routes)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -1,9 +1,10 @@
 """The desired-state stream agents follow: list, then watch, with revisions.
 
 A client that passes the last revision it applied resumes exactly after it;
-one that passes 0, or whose revision the store has compacted away, first gets a
-consistent snapshot of every object and then the changes after it. Lines are
-newline-delimited JSON::
+one that passes 0, or a revision the store has compacted away or not reached
+yet (a store restored from an older backup), first gets a consistent snapshot
+of every object and then the changes after it. Lines are newline-delimited
+JSON::
 
     {"type": "snapshot", "revision": R, "objects": {"networks": [...], ...}}
     {"type": "put" | "delete", "kind": "endpoints", "name": "...",
@@ -74,6 +75,16 @@ def event_line(event: Event) -> bytes | None:
 async def follow(store: Store, since_revision: int) -> AsyncIterator[bytes]:
     """Yield stream lines from ``since_revision`` (0: snapshot first) forever."""
     revision = since_revision
+    if revision > 0:
+        current = await _current_revision(store)
+        if revision > current:
+            # Waiting would be silent until the store caught up, if ever.
+            log.info(
+                "stream snapshot, revision ahead of the store requested=%d current=%d",
+                revision,
+                current,
+            )
+            revision = 0
     if revision <= 0:
         kvs, revision = await store.range(ROOT)
         yield snapshot_line(kvs, revision)
@@ -88,6 +99,13 @@ async def follow(store: Store, since_revision: int) -> AsyncIterator[bytes]:
             log.info("stream resync requested=%d oldest=%d", exc.requested, exc.oldest)
             kvs, revision = await store.range(ROOT)
             yield snapshot_line(kvs, revision)
+
+
+async def _current_revision(store: Store) -> int:
+    # Store has no call for the revision alone; a range over the globals
+    # directory (one record at most) reads it for little.
+    _, revision = await store.range(f"{ROOT}globals/")
+    return revision
 
 
 async def _watch_from(store: Store, revision: int) -> AsyncIterator[bytes]:
