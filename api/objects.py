@@ -386,10 +386,6 @@ class Rule(_Model):
         """The group this rule matches on (from or to, by direction), or ""."""
         return self.fromEndpointGroup or self.toEndpointGroup
 
-    @property
-    def match_network(self) -> str:
-        return self.fromNetwork or self.toNetwork
-
 
 class RuleOper(_Model):
     #: The id of the group the rule matches on (0: it matches no group).

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,11 @@ import aiohttp  # noqa: E402
 
 from netmaster.store.base import Compare, Put  # noqa: E402
 from netmaster.store.etcd import EtcdStore  # noqa: E402
-from tests.integration.store_fixtures import ETCD_BINARY, EtcdServer  # noqa: E402
+from tests.integration.store_fixtures import (  # noqa: E402
+    ETCD_BINARY,
+    EtcdServer,
+    free_port,  # noqa: E402
+)
 
 #: Contiv netplugin's figures for the same workload, for comparison.
 CONTIV_RATE = 205.0
@@ -70,12 +73,6 @@ class Result:
             return float("nan")
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

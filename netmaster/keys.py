@@ -26,10 +26,6 @@ from api.models import Encap
 ROOT = "/netplugin/"
 
 
-def tenant_key(tenant: str) -> str:
-    return f"{ROOT}tenants/{tenant}"
-
-
 def network_key(tenant: str, network: str) -> str:
     return f"{ROOT}networks/{tenant}/{network}"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,12 +13,7 @@ from api.client import NetmasterClient
 from netmaster.server import create_app, shutdown
 from netmaster.store import EmbeddedStore
 from netmaster.store.base import Store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.integration.store_fixtures import free_port
 
 
 async def serve_netmaster(store: Store) -> AsyncIterator[str]:

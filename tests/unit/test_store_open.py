@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from api.errors import ConfigError, StoreUnavailableError
 from netmaster.store import EmbeddedStore, Put, open_store
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.integration.store_fixtures import free_port
 
 
 async def test_embedded_url_opens_the_file(tmp_path):
